@@ -1,0 +1,36 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# CPU machines pin torch to the CPU wheel; GPU users: `make setup CONSTRAINTS=`.
+CONSTRAINTS ?= constraints-cpu.txt
+PIP_C := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
+export RAY_USAGE_STATS_ENABLED ?= 0
+export MLFLOW_DISABLE_TELEMETRY ?= true
+export RAY_AUTH_MODE ?= disabled
+
+.PHONY: setup demo test lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(PIP_C) -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(BIN)/python launch.py --sweep scarcity
+
+test: setup
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/python -m ruff check .
+
+bench: setup
+	$(BIN)/python -m bench.throughput --encoder cnn6 --json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
