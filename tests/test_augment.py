@@ -1,0 +1,187 @@
+"""Batched ECG augmentations: shapes, determinism, per-op behaviour, sampling-rate awareness."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from ssrl.augment import (
+    PRESETS,
+    AmplitudeScale,
+    Augment,
+    BandPass,
+    BaselineWander,
+    GaussianNoise,
+    LeadDropout,
+    Powerline,
+    RandomResizedCrop,
+    SegmentMask,
+    TimeWarp,
+    build_augment,
+)
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def ecg(b: int = 4, leads: int = 12, t: int = 1000, seed: int = 0) -> torch.Tensor:
+    return torch.randn(b, leads, t, generator=gen(seed))
+
+
+def power(x: torch.Tensor, fs: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frequencies (Hz) and power spectrum (B, C, F) of x."""
+    return torch.fft.rfftfreq(x.shape[-1], 1 / fs), torch.fft.rfft(x.double(), dim=-1).abs() ** 2
+
+
+def sines(fs: int, freqs: tuple[float, ...], seconds: float = 10.0) -> torch.Tensor:
+    t = torch.arange(int(fs * seconds)) / fs
+    return sum(torch.sin(2 * math.pi * f * t) for f in freqs).expand(2, 12, -1).clone()
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("fs,t", [(100, 1000), (500, 5000)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_presets_preserve_shape_dtype_device(preset: str, fs: int, t: int, dtype: torch.dtype) -> None:
+    x = ecg(3, 12, t).to(dtype)
+    y = build_augment(preset, fs)(x, gen())
+    assert y.shape == x.shape and y.dtype == dtype and y.device == x.device
+    assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("preset", ["simclr", "strong"])
+def test_same_seed_same_output_other_seed_differs(preset: str) -> None:
+    aug, x = build_augment(preset, 100), ecg()
+    assert torch.equal(aug(x, gen(1)), aug(x, gen(1)))
+    assert not torch.equal(aug(x, gen(1)), aug(x, gen(2)))
+    assert not torch.equal(aug(x, gen(1)), x)
+
+
+def test_none_is_identity_and_unknown_preset_lists_names() -> None:
+    x = ecg()
+    assert torch.equal(build_augment("none", 100)(x, gen()), x)
+    with pytest.raises(ValueError, match="none, simclr, strong"):
+        build_augment("mixup", 100)
+    with pytest.raises(ValueError, match="sampling_rate"):
+        build_augment("simclr", 0)
+
+
+def test_rejects_non_batched_input() -> None:
+    with pytest.raises(ValueError, match="leads, T"):
+        build_augment("simclr", 100)(torch.randn(12, 1000), gen())
+
+
+def test_probability_selects_a_random_subset_of_records() -> None:
+    x = ecg(b=200, leads=2, t=50)
+    y = Augment((AmplitudeScale(scale=(2.0, 3.0), p=0.5),), 100)(x, gen())
+    changed = (y != x).flatten(1).any(dim=1)
+    assert 0.3 < changed.float().mean() < 0.7
+    assert torch.equal(y[~changed], x[~changed])
+    assert torch.equal(Augment((AmplitudeScale(p=0.0),), 100)(x, gen()), x)
+
+
+@pytest.mark.parametrize("fs", [100, 500])
+def test_band_pass_removes_power_outside_its_band_in_hz(fs: int) -> None:
+    x = ecg(t=10 * fs)
+    y = Augment((BandPass(low=(1.0, 1.0), high=(20.0, 20.0)),), fs)(x, gen())
+    f, px = power(x, fs)
+    _, py = power(y, fs)
+    outside, inside = (f < 1.0) | (f > 20.0), (f >= 1.0) & (f <= 20.0)
+    assert py[..., outside].sum() < 1e-8 * px[..., outside].sum()
+    torch.testing.assert_close(py[..., inside], px[..., inside], rtol=1e-4, atol=1e-3)
+
+
+def test_band_pass_means_the_same_physical_band_at_100_and_500_hz() -> None:
+    op = BandPass(low=(0.5, 0.5), high=(20.0, 20.0))
+    for fs in (100, 500):
+        x = sines(fs, (5.0, 30.0))
+        y = Augment((op,), fs)(x, gen())
+        torch.testing.assert_close(y, sines(fs, (5.0,)), atol=1e-4, rtol=0)  # 30 Hz gone, 5 Hz intact
+
+
+def test_per_record_band_pass_cutoffs_differ() -> None:
+    x = sines(100, (10.0, 20.0, 30.0, 40.0))[:1].expand(64, -1, -1).clone()
+    y = Augment((BandPass(low=(0.0, 0.0), high=(15.0, 45.0)),), 100)(x, gen())
+    assert len({round(float(v), 3) for v in y[:, 0].pow(2).mean(dim=1)}) > 1
+
+
+@pytest.mark.parametrize("fs", [100, 500])
+def test_baseline_wander_adds_low_frequency_power(fs: int) -> None:
+    x = torch.zeros(8, 12, 10 * fs)
+    y = Augment((BaselineWander(amplitude=(0.2, 0.3)),), fs)(x, gen())
+    f, py = power(y, fs)
+    assert y.abs().max() > 0.1
+    assert py[..., f <= 1.0].sum() > 0.95 * py.sum()
+
+
+def test_powerline_adds_mains_hum_and_is_skipped_at_or_above_nyquist() -> None:
+    x = torch.zeros(16, 12, 5000)
+    y = Augment((Powerline(amplitude=(0.05, 0.1)),), 500)(x, gen())
+    f, py = power(y, 500)
+    peak = f[py.sum(dim=1).argmax(dim=-1)]  # dominant frequency per record
+    assert set(peak.tolist()) <= {50.0, 60.0} and len(set(peak.tolist())) == 2
+    # 50 Hz is Nyquist at 100 Hz and 60 Hz is above it: hum cannot exist in such records
+    assert torch.equal(Augment((Powerline(),), 100)(x[:, :, :1000], gen()), x[:, :, :1000])
+
+
+def test_lead_dropout_zeroes_whole_leads_but_never_all() -> None:
+    x = ecg(b=32)
+    y = Augment((LeadDropout(p_lead=0.3),), 100)(x, gen())
+    zero = (y == 0).all(dim=-1)  # (B, C)
+    kept = (y == x).all(dim=-1)
+    assert (zero | kept).all() and zero.any()
+    assert not zero.all(dim=1).any()
+    everything = Augment((LeadDropout(p_lead=1.0),), 100)(x, gen())
+    assert torch.equal(everything, x)  # dropping all leads would erase the record: keep it
+
+
+def test_segment_mask_zeroes_one_contiguous_segment_in_all_leads() -> None:
+    x = ecg(b=16, t=1000)
+    y = Augment((SegmentMask(fraction=(0.1, 0.2)),), 100)(x, gen())
+    zero = y == 0
+    assert torch.equal(zero, zero[:, :1].expand_as(zero))  # same segment in every lead
+    for row in zero[:, 0]:  # check each record's mask (test-side loop only)
+        idx = row.nonzero().flatten()
+        assert 100 <= len(idx) <= 200 and idx[-1] - idx[0] + 1 == len(idx)
+    assert torch.equal(y[~zero], x[~zero])
+
+
+def test_random_resized_crop_stretches_a_window_back_to_full_length() -> None:
+    ramp = torch.arange(1000.0).expand(8, 2, -1).clone()
+    same = Augment((RandomResizedCrop(scale=(1.0, 1.0)),), 100)(ramp, gen())
+    torch.testing.assert_close(same, ramp)
+    y = Augment((RandomResizedCrop(scale=(0.5, 0.5)),), 100)(ramp, gen())
+    slope = y[..., 1:] - y[..., :-1]
+    torch.testing.assert_close(slope, torch.full_like(slope, 0.5), atol=1e-3, rtol=0)
+    assert (y[..., 0] >= 0).all() and (y[..., -1] <= 999).all()
+    assert len(set(y[:, 0, 0].tolist())) > 1  # windows start at different places per record
+
+
+def test_time_warp_is_monotone_and_keeps_endpoints() -> None:
+    ramp = torch.arange(500.0).expand(8, 2, -1).clone()
+    y = Augment((TimeWarp(strength=0.3),), 100)(ramp, gen())
+    assert (y[..., 1:] >= y[..., :-1]).all()
+    torch.testing.assert_close(y[..., [0, -1]], ramp[..., [0, -1]])
+    assert (y - ramp).abs().max() > 5
+
+
+def test_amplitude_scale_and_noise_strengths() -> None:
+    x = ecg(b=64)
+    ratio = Augment((AmplitudeScale(scale=(0.5, 2.0)),), 100)(x, gen()) / x
+    per_record = ratio[:, 0, 0]
+    torch.testing.assert_close(ratio, per_record[:, None, None].expand_as(ratio))
+    assert per_record.min() >= 0.5 - 1e-6 and per_record.max() <= 2.0 + 1e-6
+    resid = Augment((GaussianNoise(sigma=(0.1, 0.2)),), 100)(x, gen()) - x
+    std = resid.flatten(1).std(dim=1)
+    assert std.min() > 0.09 and std.max() < 0.21
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_runs_on_cuda_with_cuda_or_cpu_generator() -> None:
+    x = ecg().cuda()
+    aug = build_augment("strong", 100)
+    y = aug(x, torch.Generator(device="cuda").manual_seed(0))
+    assert y.device == x.device and torch.equal(y, aug(x, torch.Generator(device="cuda").manual_seed(0)))
+    assert aug(x, gen()).device == x.device
