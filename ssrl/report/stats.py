@@ -1,0 +1,200 @@
+"""Statistics across seeds: summaries, paired differences, and per-cell aggregation.
+
+Everything returned here is JSON-safe: plain Python floats/ints, and ``None`` (rendered
+"n/a") wherever a quantity is undefined (a std or interval from fewer than two values, a
+p-value of a constant non-zero difference). No NaN ever reaches a results file.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from scipy import stats as sps
+
+STATS_KEYS = frozenset({"status", "error"})
+
+
+def _t_halfwidth(sd: float, n: int, level: float = 0.95) -> float:
+    """Half-width of the Student-t interval for a mean of n values with sample sd."""
+    if sd == 0.0:
+        return 0.0
+    return float(sps.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+
+
+def _finite(values: Sequence[float], name: str = "values") -> np.ndarray:
+    """Float array of values; ValueError on NaN/inf (a failed run must be excluded upstream)."""
+    arr = np.asarray(list(values), dtype=float)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a flat sequence of numbers")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or inf: {arr.tolist()}")
+    return arr
+
+
+def summarize(values: Sequence[float]) -> dict[str, Any]:
+    """Mean, sample std (ddof=1), Student-t 95 % interval and n; std/ci95 are None when n < 2."""
+    arr = _finite(values)
+    n = int(arr.size)
+    if n == 0:
+        return {"n": 0, "mean": None, "std": None, "ci95": None}
+    mean = float(arr.mean())
+    if n < 2:
+        return {"n": n, "mean": mean, "std": None, "ci95": None}
+    sd = float(arr.std(ddof=1))
+    h = _t_halfwidth(sd, n)
+    return {"n": n, "mean": mean, "std": sd, "ci95": [mean - h, mean + h]}
+
+
+def paired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
+    """Mean of a - b over pairs, its t interval and two-sided paired t-test p-value.
+
+    ci95 and p_value are None when n < 2. When every difference is identical (zero
+    variance) the interval collapses to the point and the t statistic is undefined: p_value
+    is 1.0 if all differences are 0 (nothing differs) and None otherwise.
+    """
+    xa, xb = _finite(a, "a"), _finite(b, "b")
+    if xa.size != xb.size:
+        raise ValueError(f"paired samples differ in length: {xa.size} vs {xb.size}")
+    d = xa - xb
+    n = int(d.size)
+    if n == 0:
+        return {"n_pairs": 0, "mean_diff": None, "ci95": None, "p_value": None}
+    mean = float(d.mean())
+    if n < 2:
+        return {"n_pairs": n, "mean_diff": mean, "ci95": None, "p_value": None}
+    scale = max(float(np.abs(xa).max()), float(np.abs(xb).max()), 1e-300)
+    if np.ptp(d) <= 1e-9 * scale:  # constant up to float rounding (0.6-0.5 != 0.7-0.6)
+        h, p = 0.0, (1.0 if np.abs(d).max() <= 1e-9 * scale else None)
+    else:
+        h = _t_halfwidth(float(d.std(ddof=1)), n)
+        p = float(sps.ttest_rel(xa, xb).pvalue)
+    return {"n_pairs": n, "mean_diff": mean, "ci95": [mean - h, mean + h], "p_value": p}
+
+
+def _sort_key(value: Any) -> tuple:
+    """Orders numbers numerically, then strings, then None."""
+    if value is None:
+        return (2, "")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (0, float(value))
+    return (1, str(value))
+
+
+def _mean_or_none(values: list) -> float | None:
+    """Mean of the non-None values, or None when there are none."""
+    vals = [float(v) for v in values if v is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def _is_ok(row: dict, metric: str) -> tuple[bool, str | None]:
+    """Whether a row counts in the statistics, and the error to list if it does not."""
+    if row.get("status", "ok") != "ok":
+        return False, str(row.get("error") or row.get("status"))
+    value = row.get(metric)
+    try:
+        good = value is not None and not isinstance(value, bool) and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        good = False
+    return (True, None) if good else (False, f"{metric} missing or not finite ({value!r})")
+
+
+def build_cells(
+    rows: list[dict], metric: str, group_keys: tuple[str, ...] = ("track", "fraction")
+) -> list[dict]:
+    """Group per-seed result rows into cells with statistics over their successful seeds.
+
+    A row needs ``seed`` and the group keys; ``status`` ('ok' | 'failed', default 'ok') and
+    ``error`` mark failures, which are listed in ``failed`` but left out of the statistics
+    (so is an 'ok' row whose metric is missing or NaN). Group keys absent from every row of
+    a cell (e.g. ``fraction`` in few-shot) are left out of the cell. String-valued keys keep
+    their first-appearance order (tracks as the sweep declared them); numbers sort ascending.
+    """
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row.get(k) for k in group_keys), []).append(row)
+    rank: list[dict[str, int]] = [{} for _ in group_keys]
+    for key in groups:
+        for i, v in enumerate(key):
+            if isinstance(v, str):
+                rank[i].setdefault(v, len(rank[i]))
+
+    def order(key: tuple) -> tuple:
+        return tuple((1, rank[i][v]) if isinstance(v, str) else _sort_key(v) for i, v in enumerate(key))
+
+    cells = []
+    for key in sorted(groups, key=order):
+        cell: dict[str, Any] = {k: v for k, v in zip(group_keys, key) if v is not None}
+        ok, failed = [], []
+        for row in groups[key]:
+            good, err = _is_ok(row, metric)
+            if good:
+                ok.append(row)
+            else:
+                failed.append({"seed": row.get("seed"), "error": err})
+        seeds = [r.get("seed") for r in ok]
+        dup = {s for s in seeds if seeds.count(s) > 1}
+        if dup:
+            raise ValueError(f"cell {cell}: seeds {sorted(dup)} have more than one successful row")
+        ok.sort(key=lambda r: _sort_key(r.get("seed")))
+        n_lab = sorted({r["n_labelled"] for r in ok if r.get("n_labelled") is not None})
+        drop = set(group_keys) | STATS_KEYS
+        stats = summarize([float(r[metric]) for r in ok])
+        collapsed = [bool(r["collapsed"]) for r in ok if r.get("collapsed") is not None]
+        cell.update(
+            n_labelled=(n_lab[0] if len(n_lab) == 1 else [n_lab[0], n_lab[-1]]) if n_lab else None,
+            seeds=[r.get("seed") for r in ok],
+            per_seed=[{k: v for k, v in r.items() if k not in drop} for r in ok],
+            mean=stats["mean"],
+            std=stats["std"],
+            ci95=stats["ci95"],
+            n=stats["n"],
+            collapse_rate=float(np.mean(collapsed)) if collapsed else None,
+            best_epoch_mean=_mean_or_none([r.get("best_epoch") for r in ok]),
+            n_failed=len(failed),
+            failed=sorted(failed, key=lambda f: _sort_key(f["seed"])),
+        )
+        cells.append(cell)
+    return cells
+
+
+def add_paired_vs(
+    cells: list[dict],
+    metric: str,
+    baseline_track: str = "supervised",
+    match_keys: tuple[str, ...] = ("fraction",),
+) -> list[dict]:
+    """Add ``vs_<baseline_track>`` (paired by seed) to every cell that is not the baseline.
+
+    A cell is compared with the baseline cell that agrees on ``match_keys`` (a key absent
+    from both counts as equal); only seeds present in both cells are paired. Cells without
+    a matching baseline get no entry. Mutates and returns ``cells``.
+    """
+    base = [c for c in cells if c.get("track") == baseline_track]
+    name = f"vs_{baseline_track}"
+    for cell in cells:
+        if cell.get("track") == baseline_track:
+            continue
+        matches = [b for b in base if all(b.get(k) == cell.get(k) for k in match_keys)]
+        if not matches:
+            continue
+        if len(matches) > 1:
+            raise ValueError(f"{len(matches)} {baseline_track} cells match {cell.get('track')}; "
+                             f"add the distinguishing key to match_keys")
+        mine = {r["seed"]: r[metric] for r in cell["per_seed"]}
+        theirs = {r["seed"]: r[metric] for r in matches[0]["per_seed"]}
+        common = sorted(set(mine) & set(theirs), key=_sort_key)
+        diff = paired_difference([mine[s] for s in common], [theirs[s] for s in common])
+        cell[name] = {k: diff[k] for k in ("mean_diff", "ci95", "p_value", "n_pairs")}
+    return cells
+
+
+def constant_macro_f1(y_true: Sequence[int], label: int, n_classes: int) -> float:
+    """Macro-F1 of always predicting ``label`` (the trivial few-shot baseline)."""
+    from sklearn.metrics import f1_score
+
+    y = np.asarray(y_true, dtype=int)
+    pred = np.full_like(y, label)
+    return float(f1_score(y, pred, labels=list(range(n_classes)), average="macro", zero_division=0))

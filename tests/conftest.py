@@ -1,0 +1,75 @@
+"""Shared fixtures: one local Ray for the whole test session, with everything under a temp dir."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+# Set before Ray/MLflow are imported anywhere: no telemetry, no auth tokens, no network.
+for _key, _value in {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
+                     "MLFLOW_DISABLE_TELEMETRY": "true", "RAY_DEDUP_LOGS": "0"}.items():
+    os.environ.setdefault(_key, _value)
+
+
+@pytest.fixture(scope="session")
+def ray_session(request, tmp_path_factory):
+    """A local Ray (2 CPUs) started once; yields .storage (Tune storage_path) and .tmp.
+
+    Ray's socket paths must stay under 108 characters, so its temp dir is a short directory
+    under the system temp dir (removed afterwards) rather than pytest's long tmp_path.
+    Test modules are pickled by value, so trainables defined in a test file run on workers
+    (which cannot import pytest's rootdir-relative module names).
+    """
+    import ray
+    from ray import cloudpickle
+
+    for module in {getattr(item, "module", None) for item in request.session.items} - {None}:
+        cloudpickle.register_pickle_by_value(module)
+
+    ray_tmp = Path(tempfile.mkdtemp(prefix="ssrl-ray-"))
+    storage = tmp_path_factory.mktemp("tune-storage")
+    old = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = str(ray_tmp)
+    os.environ.pop("RAY_ADDRESS", None)  # never attach to someone else's cluster
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=str(ray_tmp),
+             log_to_driver=False, configure_logging=False)
+    try:
+        yield SimpleNamespace(storage=str(storage), tmp=ray_tmp)
+    finally:
+        ray.shutdown()
+        if old is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = old
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory):
+    """A tiny synthetic PTB-XL (400 records, real WFDB files) written once per test session."""
+    from ssrl.data.synth import write_synthetic
+
+    root = tmp_path_factory.mktemp("synth") / "ptbxl"
+    write_synthetic(root, n_records=400, seed=1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    """A signal cache folder for the whole session (tests never touch ~/.cache)."""
+    path = tmp_path_factory.mktemp("cache")
+    os.environ["SSRL_CACHE_DIR"] = str(path)
+    return path
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tests share two cores with Ray workers; one intra-op thread each keeps them from thrashing."""
+    import torch
+
+    torch.set_num_threads(1)

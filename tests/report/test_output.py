@@ -1,0 +1,87 @@
+"""Atomic writes, tables and plots."""
+
+import json
+import os
+
+import pytest
+
+from ssrl.report import (
+    add_paired_vs,
+    build_cells,
+    plot_fewshot,
+    plot_scarcity,
+    results_markdown,
+    results_table_text,
+    write_json_atomic,
+    write_text_atomic,
+)
+
+
+def test_json_atomic_keeps_old_file_on_crash(tmp_path):
+    p = tmp_path / "results.json"
+    write_json_atomic(p, {"a": 1, "nan": float("nan")})
+    assert json.loads(p.read_text()) == {"a": 1, "nan": None}
+    with pytest.raises(TypeError):
+        write_json_atomic(p, {"a": 2, "bad": object()})  # json.dump fails mid-write
+    assert json.loads(p.read_text()) == {"a": 1, "nan": None}
+    assert os.listdir(tmp_path) == ["results.json"]  # no temp file left behind
+
+
+def test_text_atomic(tmp_path):
+    p = tmp_path / "sub" / "t.md"
+    write_text_atomic(p, "hello\n")
+    write_text_atomic(p, "world\n")
+    assert p.read_text() == "world\n" and os.listdir(p.parent) == ["t.md"]
+
+
+def _scarcity():
+    rows = [{"track": t, "fraction": f, "n_labelled": int(1700 * f), "seed": s,
+             "test_macro_auroc": 0.8 + 0.1 * f + 0.01 * (t == "ssl_finetune") + 0.001 * s % 3,
+             "best_epoch": 7, "collapsed": False, "status": "ok"}
+            for t in ("supervised", "ssl_finetune") for f in (0.01, 0.1, 1.0) for s in (42, 52, 62)]
+    rows.append({"track": "ssl_finetune", "fraction": 1.0, "seed": 72, "status": "failed",
+                 "error": "worker died"})
+    cells = add_paired_vs(build_cells(rows, "test_macro_auroc"), "test_macro_auroc")
+    return {"sweep": "scarcity", "metric": "test_macro_auroc", "cells": cells}
+
+
+def _fewshot():
+    rows = [{"track": t, "n_labelled": n, "seed": s, "macro_f1": v, "best_epoch": e,
+             "collapsed": e <= 1}
+            for t, n, vals in [("scratch_noaug", 70, [(0.1, 1), (0.2, 6), (0.12, 1)]),
+                               ("ssl_noaug", 70, [(0.3, 5), (0.32, 9), (0.31, 4)]),
+                               ("balanced_n300", 300, [(0.4, 8)])]
+            for s, (v, e) in zip((42, 52, 62), vals)]
+    cells = add_paired_vs(build_cells(rows, "macro_f1", ("track",)), "macro_f1", "scratch_noaug")
+    return {"sweep": "fewshot", "metric": "macro_f1", "baseline_track": "scratch_noaug",
+            "trivial_baseline": {"name": "always SR", "value": 0.181}, "cells": cells}
+
+
+def test_markdown_scarcity():
+    md = results_markdown(_scarcity())
+    lines = md.splitlines()
+    assert lines[0] == "### scarcity: test_macro_auroc"
+    table = [ln for ln in lines if ln.startswith("|")]
+    assert len(table) == 2 + 6  # header, rule, 6 cells
+    assert "10 %" in md and "Δ supervised" in md and "1 (seed 72)" in md
+    assert len({len(ln) for ln in table}) == 1  # padded: columns line up in a terminal
+    assert "### " not in results_table_text(_scarcity())
+
+
+def test_markdown_fewshot_has_trivial_baseline_and_na():
+    md = results_markdown(_fewshot())
+    assert "Trivial baseline (always SR): macro_f1 0.1810" in md
+    assert "fraction" not in md.splitlines()[2]
+    n300 = next(ln for ln in md.splitlines() if ln.startswith("| balanced_n300"))
+    assert "n/a" in n300 and "300" in n300  # one seed: std and CI undefined
+    scratch = next(ln for ln in md.splitlines() if ln.startswith("| scratch_noaug"))
+    assert "67 %" in scratch
+
+
+@pytest.mark.parametrize("which", ["scarcity", "fewshot"])
+def test_plots_write_png(tmp_path, which):
+    fn, res = (plot_scarcity, _scarcity()) if which == "scarcity" else (plot_fewshot, _fewshot())
+    out = fn(res, tmp_path / f"{which}.png")
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    assert os.listdir(tmp_path) == [f"{which}.png"]

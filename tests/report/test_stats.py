@@ -1,0 +1,109 @@
+"""Statistics against values computed by hand."""
+
+import math
+import warnings
+
+import pytest
+
+from ssrl.report import add_paired_vs, build_cells, constant_macro_f1, paired_difference, summarize
+
+T_975_DF2 = 4.302653  # Student t 97.5 % quantile, 2 degrees of freedom (table value)
+
+
+def test_summarize_t_interval_by_hand():
+    s = summarize([1.0, 2.0, 3.0])
+    # mean 2, sd 1, half-width t * sd / sqrt(n) = 4.302653 / sqrt(3) = 2.484138
+    assert s["n"] == 3 and s["mean"] == pytest.approx(2.0) and s["std"] == pytest.approx(1.0)
+    assert s["ci95"] == pytest.approx([2 - 2.484138, 2 + 2.484138], abs=1e-5)
+
+
+def test_summarize_small_sd():
+    s = summarize([0.85, 0.87, 0.86])
+    h = T_975_DF2 * 0.01 / math.sqrt(3)
+    assert s["mean"] == pytest.approx(0.86) and s["std"] == pytest.approx(0.01)
+    assert s["ci95"] == pytest.approx([0.86 - h, 0.86 + h], abs=1e-6)
+
+
+def test_summarize_degenerate_is_json_safe():
+    assert summarize([0.7]) == {"n": 1, "mean": 0.7, "std": None, "ci95": None}
+    assert summarize([]) == {"n": 0, "mean": None, "std": None, "ci95": None}
+    s = summarize([0.5, 0.5])
+    assert s["std"] == 0.0 and s["ci95"] == [0.5, 0.5]
+    with pytest.raises(ValueError, match="NaN"):
+        summarize([0.5, float("nan")])
+
+
+def test_paired_difference_by_hand():
+    d = paired_difference([0.87, 0.88, 0.86], [0.85, 0.87, 0.83])
+    # differences 0.02, 0.01, 0.03: mean 0.02, sd 0.01, t = 0.02 / (0.01/sqrt 3) = sqrt(12)
+    # df = 2 has a closed form: p = 1 - t / sqrt(t^2 + 2) = 1 - sqrt(12/14)
+    h = T_975_DF2 * 0.01 / math.sqrt(3)
+    assert d["n_pairs"] == 3 and d["mean_diff"] == pytest.approx(0.02)
+    assert d["ci95"] == pytest.approx([0.02 - h, 0.02 + h], abs=1e-6)
+    assert d["p_value"] == pytest.approx(1 - math.sqrt(12 / 14), abs=1e-6)
+
+
+def test_paired_difference_degenerate_no_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        same = paired_difference([0.5, 0.6, 0.7], [0.5, 0.6, 0.7])
+        shift = paired_difference([0.6, 0.7, 0.8], [0.5, 0.6, 0.7])
+        one = paired_difference([0.6], [0.5])
+    assert same == {"n_pairs": 3, "mean_diff": 0.0, "ci95": [0.0, 0.0], "p_value": 1.0}
+    assert shift["mean_diff"] == pytest.approx(0.1) and shift["p_value"] is None
+    assert one == {"n_pairs": 1, "mean_diff": pytest.approx(0.1), "ci95": None, "p_value": None}
+    with pytest.raises(ValueError, match="length"):
+        paired_difference([1, 2], [1])
+
+
+def _row(track, frac, seed, auc, best_epoch=5, collapsed=False, status="ok", error=None):
+    return {"track": track, "fraction": frac, "n_labelled": int(1700 * frac), "seed": seed,
+            "test_macro_auroc": auc, "best_epoch": best_epoch, "collapsed": collapsed,
+            "status": status, "error": error}
+
+
+def test_build_cells_and_paired_vs():
+    rows = [
+        _row("ssl_finetune", 0.1, 42, 0.87, 3), _row("supervised", 0.1, 62, 0.83),
+        _row("supervised", 0.1, 42, 0.85), _row("supervised", 0.1, 52, 0.87),
+        _row("ssl_finetune", 0.1, 52, 0.88, 4, collapsed=True),
+        _row("ssl_finetune", 0.1, 62, None, status="failed", error="CUDA OOM"),
+        _row("supervised", 1.0, 42, 0.92), _row("ssl_finetune", 1.0, 42, 0.93),
+        _row("ssl_finetune", 0.1, 72, float("nan")),  # 'ok' but NaN: counted as failed
+    ]
+    cells = build_cells(rows, "test_macro_auroc", ("track", "fraction"))
+    assert [(c["track"], c["fraction"]) for c in cells] == [
+        ("ssl_finetune", 0.1), ("ssl_finetune", 1.0), ("supervised", 0.1), ("supervised", 1.0)]
+    sup = cells[2]
+    assert sup["seeds"] == [42, 52, 62] and sup["n_labelled"] == 170
+    assert sup["mean"] == pytest.approx(0.85) and sup["std"] == pytest.approx(0.02)
+    assert sup["collapse_rate"] == 0.0 and sup["n_failed"] == 0 and sup["failed"] == []
+    assert [r["seed"] for r in sup["per_seed"]] == [42, 52, 62]
+    assert set(sup["per_seed"][0]) >= {"seed", "test_macro_auroc", "best_epoch", "collapsed"}
+    ssl = cells[0]
+    assert ssl["seeds"] == [42, 52] and ssl["n_failed"] == 2
+    assert ssl["failed"][0] == {"seed": 62, "error": "CUDA OOM"}
+    assert "not finite" in ssl["failed"][1]["error"]
+    assert ssl["collapse_rate"] == 0.5 and ssl["best_epoch_mean"] == 3.5
+
+    add_paired_vs(cells, "test_macro_auroc")
+    vs = ssl["vs_supervised"]
+    # common seeds 42, 52: differences 0.02, 0.01 -> mean 0.015
+    assert vs["n_pairs"] == 2 and vs["mean_diff"] == pytest.approx(0.015)
+    assert vs["p_value"] is not None and 0 < vs["p_value"] < 1
+    assert cells[1]["vs_supervised"]["n_pairs"] == 1 and cells[1]["vs_supervised"]["ci95"] is None
+    assert "vs_supervised" not in sup
+
+
+def test_build_cells_without_fraction_and_duplicate_seed():
+    rows = [{"track": "scratch", "n_labelled": 70, "seed": s, "macro_f1": f, "best_epoch": e,
+             "collapsed": e <= 1} for s, f, e in [(1, 0.1, 1), (2, 0.3, 8)]]
+    (cell,) = build_cells(rows, "macro_f1", ("track", "fraction"))
+    assert "fraction" not in cell and cell["collapse_rate"] == 0.5
+    with pytest.raises(ValueError, match="more than one"):
+        build_cells(rows + rows[:1], "macro_f1", ("track",))
+
+
+def test_constant_macro_f1_by_hand():
+    # always class 0 on 6x class 0 + one each of 1..4: F1_0 = 2*0.6*1/1.6 = 0.75, others 0
+    assert constant_macro_f1([0] * 6 + [1, 2, 3, 4], 0, 5) == pytest.approx(0.15)
