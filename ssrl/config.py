@@ -1,0 +1,164 @@
+"""Typed, frozen run configs: Tune's flat dict is converted once, unknown keys are errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
+
+C = TypeVar("C")
+
+
+class ConfigError(ValueError):
+    """A setting that is unknown or out of range; the message names it."""
+
+
+@dataclass(frozen=True)
+class Track:
+    """How a fine-tuning track initialises, freezes and augments."""
+
+    init: str  # "random" | "ssl"
+    frozen: bool
+    augment: str  # preset name in ssrl.augment
+
+
+# Scarcity tracks and few-shot conditions share one loop; they differ only here.
+TRACKS: dict[str, Track] = {
+    "supervised": Track("random", False, "none"),
+    "ssl_finetune": Track("ssl", False, "none"),
+    "ssl_frozen": Track("ssl", True, "none"),
+    "random_frozen": Track("random", True, "none"),
+    "scratch": Track("random", False, "none"),
+    "scratch_aug": Track("random", False, "strong"),
+    "ssl": Track("ssl", False, "none"),
+    "ssl_aug": Track("ssl", False, "strong"),
+}
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Where the data is and how it is read; shared by both run kinds."""
+
+    data_root: str = ""
+    sampling_rate: int = 100
+    cache_dir: str = ""  # "" = $SSRL_CACHE_DIR or ~/.cache/ssrl
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+    encoder: str = "cnn6"
+    encoder_width: int = 0  # 0 = the encoder's default width
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class PretrainConfig(DataSettings):
+    """One self-supervised pretraining run on the unlabelled pool (folds 1-8)."""
+
+    method: str = "simclr"
+    augment: str = "simclr"
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-6
+    temperature: float = 0.1
+    proj_dim: int = 128
+    max_pool: int = 0  # 0 = the whole pool; >0 subsamples it (smoke scales)
+    probe_every: int = 5  # epochs between online linear probes; 0 = never
+    probe_task: str = "superdiagnostic"
+    probe_size: int = 1000  # labelled train records the probe fits on
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        _positive(self, "epochs", "batch_size", "lr", "temperature", "proj_dim")
+        _nonnegative(self, "max_pool", "probe_every", "probe_size", "weight_decay")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(DataSettings):
+    """One downstream run: a track at a label fraction (or N per class) and a seed."""
+
+    task: str = "superdiagnostic"
+    track: str = "supervised"
+    fraction: float = 1.0
+    n_per_class: int = 0  # >0 selects a balanced N-per-class subset instead of a fraction
+    head: str = "linear"
+    pretrained: str = ""  # encoder checkpoint file, needed by tracks that start from SSL
+    augment: str = ""  # "" = the track's preset
+    epochs: int = 50
+    patience: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    collapse_epoch: int = 1  # a run whose best epoch is <= this collapsed
+    eval_batch_size: int = 1024
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        if self.track not in TRACKS:
+            raise ConfigError(f"track {self.track!r} is unknown; use one of {', '.join(TRACKS)}")
+        if not 0.0 < self.fraction <= 1.0:
+            raise ConfigError(f"fraction {self.fraction} is out of range; use 0 < fraction <= 1")
+        _positive(self, "epochs", "patience", "batch_size", "lr", "eval_batch_size")
+        _nonnegative(self, "n_per_class", "weight_decay", "collapse_epoch")
+        if TRACKS[self.track].init == "ssl" and not self.pretrained:
+            raise ConfigError(f"track {self.track!r} needs 'pretrained', an encoder checkpoint file")
+
+    @property
+    def spec(self) -> Track:
+        """The track's init/freeze/augment recipe, with the augment override applied."""
+        t = TRACKS[self.track]
+        return dataclasses.replace(t, augment=self.augment or t.augment)
+
+
+def from_dict(cls: type[C], values: dict[str, Any], ignore: tuple[str, ...] = ()) -> C:
+    """Build a config from a flat dict; an unknown key is an error, not a new setting."""
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - names - set(ignore))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)} for {cls.__name__}; known: {', '.join(sorted(names))}")
+    kwargs = {k: _coerce(cls, k, v) for k, v in values.items() if k in names}
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The flat dict of a config (what MLflow logs as params and checkpoints carry)."""
+    return dataclasses.asdict(cfg)
+
+
+def to_json(cfg: Any) -> str:
+    """A config as a JSON string, sorted for stable hashes."""
+    return json.dumps(to_dict(cfg), sort_keys=True)
+
+
+def _coerce(cls: type, name: str, value: Any) -> Any:
+    default = next(f.default for f in fields(cls) if f.name == name)
+    if isinstance(default, bool) or value is None:
+        return value
+    try:
+        if isinstance(default, int) and not isinstance(value, bool):
+            if float(value) != int(float(value)):
+                raise ValueError
+            return int(float(value))
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, str):
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {name}={value!r} is not a {type(default).__name__}") from None
+    return value
+
+
+def _check_common(cfg: DataSettings) -> None:
+    if cfg.sampling_rate not in (100, 500):
+        raise ConfigError(f"sampling_rate {cfg.sampling_rate} is not available; use 100 or 500")
+
+
+def _positive(cfg: Any, *names: str) -> None:
+    for n in names:
+        if not getattr(cfg, n) > 0:
+            raise ConfigError(f"setting {n}={getattr(cfg, n)!r} must be > 0")
+
+
+def _nonnegative(cfg: Any, *names: str) -> None:
+    for n in names:
+        if getattr(cfg, n) < 0:
+            raise ConfigError(f"setting {n}={getattr(cfg, n)!r} must be >= 0")

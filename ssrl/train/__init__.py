@@ -1,0 +1,11 @@
+"""The one training loop: `pretrain(cfg, report, out_dir)` and `finetune(cfg, report, out_dir)`."""
+
+from ssrl.train.checkpoint import CheckpointError, load_encoder, read_checkpoint, save_encoder
+from ssrl.train.finetuning import finetune
+from ssrl.train.loop import TrainingDiverged
+from ssrl.train.pretraining import BEST, LAST, pretrain
+
+__all__ = [
+    "BEST", "LAST", "CheckpointError", "TrainingDiverged", "finetune", "load_encoder", "pretrain",
+    "read_checkpoint", "save_encoder",
+]

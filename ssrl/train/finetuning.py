@@ -1,0 +1,195 @@
+"""Fine-tuning: every track and few-shot condition through one loop with early stopping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ssrl.augment import build_augment
+from ssrl.config import FinetuneConfig, to_dict
+from ssrl.data import ECGData, TaskLabels, balanced_subset, fraction_subset, open_ptbxl, task_labels
+from ssrl.models import build_encoder, build_head
+from ssrl.train.checkpoint import encoder_kwargs, load_encoder
+from ssrl.train.loop import (
+    EarlyStopping,
+    LoopState,
+    Report,
+    Signals,
+    autocast,
+    batch_indices,
+    check_finite,
+    resolve_device,
+    seed_everything,
+    snapshot,
+)
+from ssrl.train.metrics import choose_thresholds, multilabel_metrics, singlelabel_metrics, val_score
+
+
+class Classifier(nn.Module):
+    """Encoder + head; a frozen encoder stays in eval mode (BatchNorm statistics never move)."""
+
+    def __init__(self, encoder: nn.Module, head: nn.Module, frozen: bool) -> None:
+        super().__init__()
+        self.encoder, self.head, self.frozen = encoder, head, frozen
+        if frozen:
+            self.encoder.requires_grad_(False)
+            self.encoder.eval()
+
+    def train(self, mode: bool = True) -> Classifier:
+        """Switch train/eval mode, keeping a frozen encoder in eval."""
+        super().train(mode)
+        if self.frozen:
+            self.encoder.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, 12, T) -> logits (B, C)."""
+        return self.head(self.encoder(x))
+
+
+class Features:
+    """Precomputed embeddings of a frozen encoder; batches by index like Signals."""
+
+    def __init__(self, encoder: nn.Module, sig: Signals, batch_size: int) -> None:
+        encoder.eval()
+        with torch.no_grad(), autocast(sig.device):
+            parts = [encoder(sig.get(i)).float() for i in batch_indices(len(sig), batch_size, None)]
+        self.x = torch.cat(parts)  # (n, D)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def get(self, idx: torch.Tensor) -> torch.Tensor:
+        """Embeddings for positions idx: (B,) -> (B, D)."""
+        return self.x[idx.to(self.x.device)]
+
+
+def select_subset(train: TaskLabels, cfg: FinetuneConfig) -> np.ndarray:
+    """Positions of the labelled training subset: balanced N per class, or a stratified fraction."""
+    if cfg.n_per_class:
+        return balanced_subset(train.y, cfg.n_per_class, cfg.seed)
+    if cfg.fraction >= 1.0:
+        return np.arange(len(train.rows))
+    return fraction_subset(train.y, cfg.fraction, cfg.seed)
+
+
+def build_classifier(cfg: FinetuneConfig, n_out: int) -> Classifier:
+    """A fresh model: random encoder, or one rebuilt from the checkpoint file (never a shared object)."""
+    kwargs = encoder_kwargs(cfg.encoder_width)
+    if cfg.spec.init == "ssl":
+        encoder = load_encoder(cfg.pretrained, expect=cfg.encoder, expect_kwargs=kwargs)
+    else:
+        encoder = build_encoder(cfg.encoder, in_leads=12, **kwargs)
+    return Classifier(encoder, build_head(cfg.head, encoder.out_dim, n_out), cfg.spec.frozen)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, src: Signals | Features, batch_size: int, multilabel: bool) -> np.ndarray:
+    """Class probabilities for every row of src: (n, C) float32."""
+    model.eval()
+    out = []
+    for idx in batch_indices(len(src), batch_size, None):
+        with autocast(next(model.parameters()).device):
+            logits = model(src.get(idx)).float()
+        out.append(torch.sigmoid(logits) if multilabel else torch.softmax(logits, 1))
+    return torch.cat(out).cpu().numpy()
+
+
+def finetune(cfg: FinetuneConfig, report: Report, out_dir: Path | None = None) -> dict:
+    """Train one track on one labelled subset; report per epoch; return the best epoch's test metrics."""
+    gen = seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    data = open_ptbxl(cfg.data_root, cfg.sampling_rate, cfg.cache_dir or None)
+    labels = task_labels(data, cfg.task)
+    train_all, val, test = (labels.split(s) for s in ("train", "val", "test"))
+    pick = select_subset(train_all, cfg)
+    y_train = torch.as_tensor(train_all.y[pick], device=device)
+    model = build_classifier(cfg, len(labels.classes)).to(device)
+    sources = [Signals(data, rows, device) for rows in (train_all.rows[pick], val.rows, test.rows)]
+    augment = build_augment(cfg.spec.augment, cfg.sampling_rate)
+    fast = cfg.spec.frozen and cfg.spec.augment == "none"
+    if fast:  # a frozen encoder without augmentation: embed once, train the head alone
+        sources = [Features(model.encoder, s, cfg.eval_batch_size) for s in sources]
+    net: nn.Module = model.head if fast else model
+    train_src, val_src, test_src = sources
+
+    params = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    loss_fn = nn.BCEWithLogitsLoss() if labels.multilabel else nn.CrossEntropyLoss()
+    aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    stopper, best, history, start = EarlyStopping(cfg.patience), None, [], 1
+
+    state = LoopState.load(out_dir)
+    if state is not None:  # resume after a crash or a node loss
+        net.load_state_dict(state.model)
+        opt.load_state_dict(state.optimizer)
+        sched.load_state_dict(state.scheduler)
+        gen.set_state(state.generator[0])
+        aug_gen.set_state(state.generator[1].to(aug_gen.get_state().device))
+        stopper, best, history, start = EarlyStopping(**state.stopper), state.best, state.history, state.epoch + 1
+
+    epoch = start - 1
+    for epoch in range(start, cfg.epochs + 1):
+        if stopper.should_stop:
+            break
+        net.train()
+        total, seen = 0.0, 0
+        for idx in batch_indices(len(train_src), cfg.batch_size, gen):
+            x = train_src.get(idx)
+            if not fast:
+                x = augment(x, aug_gen)
+            with autocast(device):
+                logits = net(x).float()
+            loss = loss_fn(logits, y_train[idx.to(device)])
+            check_finite(loss, epoch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total, seen = total + loss.item() * len(idx), seen + len(idx)
+        lr = opt.param_groups[0]["lr"]
+        sched.step()
+        score = val_score(val.y, predict(net, val_src, cfg.eval_batch_size, labels.multilabel), labels.multilabel)
+        if stopper.update(score, epoch):
+            best = snapshot(net)
+        row = {"epoch": epoch, "train_loss": total / max(seen, 1), "val_score": score, "lr": lr,
+               "best_epoch": stopper.best_epoch, "best_val_score": stopper.best}
+        history.append(row)
+        if out_dir is not None:
+            gens = [gen.get_state(), aug_gen.get_state().cpu()]
+            LoopState(epoch, net.state_dict(), opt.state_dict(), sched.state_dict(), gens,
+                      vars(stopper), best, history).save(out_dir)
+        report(row)
+
+    net.load_state_dict(best if best is not None else net.state_dict())
+    final = evaluate(cfg, net, labels, val_src, test_src, train_all.y, out_dir, test.rows, data)
+    final.update(epoch=epoch, best_epoch=stopper.best_epoch, best_val_score=stopper.best,
+                 collapsed=int(stopper.best_epoch <= cfg.collapse_epoch), n_labelled=len(pick),
+                 epochs_run=len(history), done=True)
+    report(final)
+    return final
+
+
+def evaluate(
+    cfg: FinetuneConfig, net: nn.Module, labels: TaskLabels, val_src: Signals | Features,
+    test_src: Signals | Features, y_train: np.ndarray, out_dir: Path | None, test_rows: np.ndarray, data: ECGData,
+) -> dict:
+    """Test metrics of the best model; thresholds from the val fold; probabilities saved as npz."""
+    p_val = predict(net, val_src, cfg.eval_batch_size, labels.multilabel)
+    p_test = predict(net, test_src, cfg.eval_batch_size, labels.multilabel)
+    val, test = labels.split("val"), labels.split("test")
+    if labels.multilabel:
+        thresholds = choose_thresholds(val.y, p_val)
+        out = multilabel_metrics(test.y, p_test, thresholds, labels.classes)
+    else:
+        majority = int(np.bincount(y_train, minlength=len(labels.classes)).argmax())  # of the whole train pool
+        out = singlelabel_metrics(test.y, p_test, labels.classes, majority)
+    out["val_score"] = val_score(val.y, p_val, labels.multilabel)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(out_dir / "predictions.npz", prob=p_test, y=test.y, classes=np.array(labels.classes),
+                            ecg_id=np.asarray(data.meta.index)[test_rows], config=str(to_dict(cfg)))
+    return out

@@ -1,0 +1,163 @@
+"""The one epoch loop both run kinds share: seeding, batching, early stopping, resumable state."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ssrl.data import ECGData
+
+Report = Callable[[dict[str, Any]], None]
+STATE_FILE = "state.pt"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the run cannot go on."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when present, else CPU; other names are taken as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch, make cuDNN deterministic, and return a CPU generator."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    return torch.Generator().manual_seed(seed)
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; nothing on CPU."""
+    if device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class Signals:
+    """Standardised rows of the signal cache, batches taken by index.
+
+    On CUDA the rows live on the device as one float16 tensor; on CPU each batch is read
+    straight from the memory-mapped cache.
+    """
+
+    def __init__(self, data: ECGData, rows: np.ndarray, device: torch.device) -> None:
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.device = device
+        self._mean = torch.as_tensor(data.mean, device=device).view(1, -1, 1)  # (1, 12, 1)
+        self._std = torch.as_tensor(data.std, device=device).view(1, -1, 1)
+        self._src = data.signals
+        self._resident = None
+        if device.type == "cuda":  # (n, 12, T) float16 on the GPU, read once
+            self._resident = torch.from_numpy(np.ascontiguousarray(data.signals[self.rows])).to(device)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def get(self, idx: torch.Tensor) -> torch.Tensor:
+        """Standardised float32 batch for positions idx into these rows: (B,) -> (B, 12, T)."""
+        if self._resident is not None:
+            x = self._resident[idx.to(self.device)].float()
+        else:
+            pos = idx.numpy()
+            order = np.argsort(self.rows[pos], kind="stable")  # sequential memmap reads
+            x = np.empty((len(pos),) + self._src.shape[1:], dtype=np.float32)
+            x[order] = self._src[self.rows[pos][order]]
+            x = torch.from_numpy(x)
+        return (x - self._mean) / self._std
+
+
+def batch_indices(n: int, batch_size: int, gen: torch.Generator | None) -> Iterator[torch.Tensor]:
+    """Shuffled (gen given) or ordered index batches; a trailing batch of one is dropped for BatchNorm."""
+    perm = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
+    for start in range(0, n, batch_size):
+        b = perm[start : start + batch_size]
+        if len(b) == 1 and n > 1 and gen is not None:
+            continue
+        yield b
+
+
+@dataclass
+class EarlyStopping:
+    """Tracks the best validation value (higher is better) and the epochs since it."""
+
+    patience: int
+    best: float = -math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+
+    def update(self, value: float, epoch: int) -> bool:
+        """Record an epoch's value; True when it is a new best."""
+        if value > self.best:
+            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        """True once `patience` epochs passed without improvement."""
+        return self.bad_epochs >= self.patience
+
+
+def check_finite(loss: torch.Tensor, epoch: int) -> None:
+    """Raise TrainingDiverged when a loss is NaN or infinite."""
+    if not torch.isfinite(loss):
+        raise TrainingDiverged(f"loss became {loss.item()} in epoch {epoch}; lower the learning rate")
+
+
+def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A deep copy of a module's weights and buffers on CPU (never a reference)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in copy.deepcopy(module.state_dict()).items()}
+
+
+@dataclass
+class LoopState:
+    """What a run needs to continue after a crash: weights, optimiser, RNG, stopper, best weights."""
+
+    epoch: int
+    model: dict
+    optimizer: dict
+    scheduler: dict
+    generator: list  # [data-order state, augmentation state]
+    stopper: dict
+    best: dict | None
+    history: list
+
+    def save(self, state_dir: Path) -> None:
+        """Write atomically (temp file + rename) so a crash never leaves a torn state."""
+        state_dir.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save(asdict(self), state_dir / STATE_FILE)
+
+    @staticmethod
+    def load(state_dir: Path | None) -> LoopState | None:
+        """The saved state in state_dir, or None when there is none."""
+        if state_dir is None or not (state_dir / STATE_FILE).exists():
+            return None
+        return LoopState(**torch.load(state_dir / STATE_FILE, map_location="cpu", weights_only=True))
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file in the same folder, fsync, then rename over path."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,149 @@
+"""Self-supervised pretraining on the unlabelled pool, judged by an online linear probe."""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.multiclass import OneVsRestClassifier
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+
+from ssrl.augment import build_augment
+from ssrl.config import PretrainConfig, to_dict
+from ssrl.data import ECGData, open_ptbxl, pretrain_rows, task_labels
+from ssrl.models import build_encoder
+from ssrl.ssl import METHODS, build_method
+from ssrl.train.checkpoint import encoder_kwargs, save_encoder
+from ssrl.train.loop import (
+    EarlyStopping,
+    LoopState,
+    Report,
+    Signals,
+    autocast,
+    batch_indices,
+    check_finite,
+    resolve_device,
+    seed_everything,
+)
+from ssrl.train.metrics import val_score
+
+BEST, LAST = "encoder_best.pt", "encoder_last.pt"
+
+
+class Probe:
+    """Logistic regression on frozen embeddings of a small labelled train subset, scored on val."""
+
+    def __init__(self, data: ECGData, task: str, size: int, seed: int, device: torch.device) -> None:
+        labels = task_labels(data, task)
+        train, val = labels.split("train"), labels.split("val")
+        rng = np.random.default_rng(seed)
+        pick = np.sort(rng.choice(len(train.rows), size=min(size, len(train.rows)), replace=False))
+        self.multilabel = labels.multilabel
+        self.y_train, self.y_val = train.y[pick], val.y
+        self.train = Signals(data, train.rows[pick], device)
+        self.val = Signals(data, val.rows, device)
+
+    @torch.no_grad()
+    def _embed(self, encoder: nn.Module, src: Signals) -> np.ndarray:
+        with autocast(src.device):
+            parts = [encoder(src.get(i)).float().cpu() for i in batch_indices(len(src), 512, None)]
+        return torch.cat(parts).numpy()  # (n, D)
+
+    def score(self, encoder: nn.Module) -> float:
+        """Validation score of a linear probe on the encoder's embeddings (encoder left in train mode)."""
+        encoder.eval()
+        h_train, h_val = self._embed(encoder, self.train), self._embed(encoder, self.val)
+        encoder.train()
+        scaler = StandardScaler().fit(h_train)
+        clf = LogisticRegression(max_iter=2000, C=0.5)
+        if self.multilabel:
+            keep = [c for c in range(self.y_train.shape[1]) if 0 < self.y_train[:, c].sum() < len(self.y_train)]
+            clf, y = OneVsRestClassifier(clf), self.y_train[:, keep]
+        else:
+            keep, y = None, self.y_train
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clf.fit(scaler.transform(h_train), y)
+            prob = clf.predict_proba(scaler.transform(h_val))
+        if keep is not None:
+            return val_score(self.y_val[:, keep], prob, True)
+        full = np.zeros((len(prob), int(self.y_val.max(initial=0)) + 1 if len(self.y_val) else 1))
+        full[:, clf.classes_] = prob
+        return val_score(self.y_val, full, False)
+
+
+def method_kwargs(cfg: PretrainConfig) -> dict:
+    """The config's method options that the chosen method accepts."""
+    accepted = inspect.signature(METHODS[cfg.method]).parameters
+    return {k: getattr(cfg, k) for k in ("proj_dim", "temperature") if k in accepted}
+
+
+def pretrain(cfg: PretrainConfig, report: Report, out_dir: Path) -> dict:
+    """Pretrain an encoder; keep the best-by-probe and the last checkpoint in out_dir."""
+    gen = seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    data = open_ptbxl(cfg.data_root, cfg.sampling_rate, cfg.cache_dir or None)
+    pool = pretrain_rows(data)
+    if cfg.max_pool and cfg.max_pool < len(pool):
+        pool = np.sort(np.random.default_rng(cfg.seed).choice(pool, cfg.max_pool, replace=False))
+    sig = Signals(data, pool, device)
+    kwargs = encoder_kwargs(cfg.encoder_width)
+    encoder = build_encoder(cfg.encoder, in_leads=12, **kwargs)
+    if cfg.method not in METHODS:
+        raise ValueError(f"method {cfg.method!r} is unknown; use one of {', '.join(METHODS)}")
+    method = build_method(cfg.method, encoder, **method_kwargs(cfg)).to(device)
+    augment = build_augment(cfg.augment, cfg.sampling_rate)
+    params = [p for p in method.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
+    aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    probe = Probe(data, cfg.probe_task, cfg.probe_size, cfg.seed, device) if cfg.probe_every else None
+    steps_per_epoch = max(1, sum(1 for _ in batch_indices(len(sig), cfg.batch_size, torch.Generator())))
+    stopper, history, start = EarlyStopping(patience=10**9), [], 1
+    meta = {"probe_at_init": probe.score(method.encoder) if probe else None}
+
+    state = LoopState.load(out_dir)
+    if state is not None:
+        method.load_state_dict(state.model)
+        opt.load_state_dict(state.optimizer)
+        sched.load_state_dict(state.scheduler)
+        gen.set_state(state.generator[0])
+        aug_gen.set_state(state.generator[1].to(aug_gen.get_state().device))
+        stopper, history, start = EarlyStopping(**state.stopper), state.history, state.epoch + 1
+
+    for epoch in range(start, cfg.epochs + 1):
+        method.train()
+        total, n = 0.0, 0
+        for step, idx in enumerate(batch_indices(len(sig), cfg.batch_size, gen)):
+            x = sig.get(idx)  # (B, 12, T)
+            x1, x2 = augment(x, aug_gen), augment(x, aug_gen)
+            with autocast(device):
+                loss = method.loss(x1, x2).float()
+            check_finite(loss, epoch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            method.on_step_end(((epoch - 1) * steps_per_epoch + step + 1) / (cfg.epochs * steps_per_epoch))
+            total, n = total + loss.item(), n + 1
+        row = {"epoch": epoch, "train_loss": total / max(n, 1), "lr": opt.param_groups[0]["lr"], **meta}
+        sched.step()
+        if probe is not None and (epoch % cfg.probe_every == 0 or epoch == cfg.epochs):
+            row["probe_score"] = probe.score(method.encoder)
+            if stopper.update(row["probe_score"], epoch):
+                save_encoder(out_dir / BEST, method.encoder, cfg.encoder, kwargs, to_dict(cfg), epoch=epoch)
+        save_encoder(out_dir / LAST, method.encoder, cfg.encoder, kwargs, to_dict(cfg), epoch=epoch)
+        if probe is None:  # no probe: the last epoch is the best we know
+            save_encoder(out_dir / BEST, method.encoder, cfg.encoder, kwargs, to_dict(cfg), epoch=epoch)
+        row.update(best_epoch=stopper.best_epoch, best_probe_score=stopper.best if probe else None)
+        history.append(row)
+        LoopState(epoch, method.state_dict(), opt.state_dict(), sched.state_dict(),
+                  [gen.get_state(), aug_gen.get_state().cpu()], vars(stopper), None, history).save(out_dir)
+        report(row)
+    final = dict(history[-1]) if history else {}
+    final.update(done=True, checkpoint=str(out_dir / BEST), n_pool=len(pool))
+    return final
