@@ -73,3 +73,17 @@ def _one_thread():
     import torch
 
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def smoke_runs(ray_session, synth_root, cache_dir, tmp_path_factory):
+    """The three smoke sweeps run once, end to end on local Ray, into one out dir (sqlite MLflow)."""
+    from ssrl.tune.runner import LaunchOptions, run_sweep
+
+    out = tmp_path_factory.mktemp("runs")
+    results = {}
+    for sweep in ("pretrain", "scarcity", "fewshot"):
+        opts = LaunchOptions(sweep=sweep, scale="smoke", data_root=str(synth_root), out=str(out),
+                             storage=ray_session.storage + f"/{out.name}", max_concurrent=2)
+        results[sweep] = run_sweep(opts)
+    return SimpleNamespace(out=out, results=results, storage=ray_session.storage + f"/{out.name}")

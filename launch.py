@@ -1,0 +1,60 @@
+"""Run an SSRL sweep: `python launch.py --sweep scarcity` (argument parsing only; the work is in ssrl.tune)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import NoReturn
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with bad usage reported like every other bad input: one 'error:' line, exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print one line and exit 2 (argparse prints the whole usage first)."""
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line of a sweep."""
+    p = _Parser(description=__doc__)
+    p.add_argument("--sweep", required=True, choices=["pretrain", "scarcity", "fewshot"])
+    p.add_argument("--scale", choices=["smoke", "demo", "cpu", "paper"],
+                   help="default: paper on real data, demo on synthetic; cpu: real data on a 2-core CPU")
+    p.add_argument("--data-root", help="PTB-XL folder (default: $SSRL_DATA_ROOT, ./data/PTB-XL, else synthetic)")
+    p.add_argument("--sampling-rate", type=int, default=100, choices=[100, 500])
+    p.add_argument("--out", default="runs", help="results, state and the default MLflow store (default: runs/)")
+    p.add_argument("--storage", help="Ray Tune storage, a folder or s3://... (default: <out>/ray)")
+    p.add_argument("--address", help="Ray cluster to join: auto or HOST:PORT (default: a local Ray)")
+    p.add_argument("--tracking-uri", help="MLflow store (default: sqlite:///<out>/mlflow.db)")
+    p.add_argument("--gpus-per-trial", type=float, help="fractional GPUs pack several trials on one GPU")
+    p.add_argument("--cpus-per-trial", type=float)
+    p.add_argument("--max-concurrent", type=int)
+    p.add_argument("--resume", action="store_true", help="continue the last run of this sweep in --out")
+    p.add_argument("--sweeps-dir", help="folder of sweep files (default: sweeps/ of this checkout)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse, run, and turn known bad input into one line and exit code 2."""
+    args = parse_args(argv)
+    from ssrl.errors import USER_ERRORS
+    from ssrl.tune.runner import LaunchOptions, run_sweep
+
+    try:
+        run_sweep(LaunchOptions(**{k.replace("-", "_"): v for k, v in vars(args).items()}))
+    except USER_ERRORS as e:
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; run the same command with --resume to continue", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Which PTB-XL a sweep runs on: the user's, or the built-in synthetic one, announced in one line."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from filelock import FileLock
+
+from ssrl.data import open_ptbxl
+
+DEFAULT_REAL = Path("data") / "PTB-XL"
+SYNTH_SEED = 0
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What every result is tagged with: name, root, fingerprint, sampling rate."""
+
+    name: str  # "ptbxl" | "synthetic"
+    root: str
+    fingerprint: str
+    sampling_rate: int
+
+    def as_dict(self, task: str | None = None) -> dict:
+        """The results.json 'dataset' entry."""
+        out = {"name": self.name, "root": self.root, "fingerprint": self.fingerprint,
+               "sampling_rate": self.sampling_rate}
+        if task is not None:
+            out["task"] = task
+        return out
+
+
+def cache_root() -> Path:
+    """Per-node cache folder ($SSRL_CACHE_DIR, else ~/.cache/ssrl)."""
+    return Path(os.environ.get("SSRL_CACHE_DIR") or Path.home() / ".cache" / "ssrl")
+
+
+def synthetic_root(records: int) -> Path:
+    """The built-in synthetic PTB-XL with `records` records, generated once per machine."""
+    from ssrl.data.synth import write_synthetic
+
+    dest = cache_root() / f"synthetic-ptbxl-{records}-seed{SYNTH_SEED}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(dest) + ".lock"):
+        if not (dest / "SYNTHETIC").exists():
+            write_synthetic(dest, n_records=records, seed=SYNTH_SEED)
+    return dest
+
+
+def locate(data_root: str | None, synthetic_records: int) -> tuple[Path, str]:
+    """Pick the data root: --data-root, $SSRL_DATA_ROOT, ./data/PTB-XL, else synthetic; say which."""
+    if data_root:
+        return Path(data_root).expanduser().resolve(), "--data-root"
+    if os.environ.get("SSRL_DATA_ROOT"):
+        return Path(os.environ["SSRL_DATA_ROOT"]).expanduser().resolve(), "$SSRL_DATA_ROOT"
+    if (DEFAULT_REAL / "ptbxl_database.csv").exists():
+        return DEFAULT_REAL.resolve(), "./data/PTB-XL"
+    return synthetic_root(synthetic_records).resolve(), "built-in synthetic PTB-XL (no real PTB-XL found)"
+
+
+def open_dataset(root: Path, sampling_rate: int) -> DatasetInfo:
+    """Open (and cache) the data once in the driver so bad input fails before any trial starts."""
+    data = open_ptbxl(root, sampling_rate)
+    return DatasetInfo(data.name, str(root), data.fingerprint, sampling_rate)

@@ -1,0 +1,317 @@
+"""One sweep invocation: check inputs, run the stages on Ray, write results, track in MLflow."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ssrl.config import TRACKS, FinetuneConfig
+from ssrl.data import open_ptbxl, task_labels
+from ssrl.report import (
+    add_paired_vs,
+    build_cells,
+    constant_macro_f1,
+    results_markdown,
+    results_table_text,
+    write_json_atomic,
+    write_text_atomic,
+)
+from ssrl.train.checkpoint import CheckpointError, encoder_kwargs
+from ssrl.tune import stages
+from ssrl.tune.dataset import DEFAULT_REAL, DatasetInfo, locate, open_dataset
+from ssrl.tune.spec import N_CLASSES, Cell, SweepError, SweepSpec, load_sweep
+from ssrl.tune.tracking import Tracker, TrialLogger, connect, error_text, git_commit, redact
+
+STATE = "state.json"
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    """What launch.py passes in; None means 'the sweep file's or the machine's default'."""
+
+    sweep: str
+    scale: str | None = None
+    data_root: str | None = None
+    sampling_rate: int = 100
+    out: str = "runs"
+    storage: str | None = None
+    address: str | None = None
+    tracking_uri: str | None = None
+    gpus_per_trial: float | None = None
+    cpus_per_trial: float | None = None
+    max_concurrent: int | None = None
+    resume: bool = False
+    sweeps_dir: str | None = None  # folder of sweep files (default: sweeps/ of this checkout)
+
+
+def _writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise SweepError(f"out dir {folder} is not writable ({e.strerror}); pass --out DIR") from None
+
+
+def _load_state(out_dir: Path, resume: bool) -> dict[str, Any]:
+    path = out_dir / STATE
+    if not resume:
+        return {"run_id": time.strftime("%Y%m%d-%H%M%S"), "stages": {}}
+    if not path.exists():
+        raise SweepError(f"--resume: nothing to resume in {out_dir} (no {STATE}); run without --resume")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        raise SweepError(f"--resume: {path} is unreadable; run without --resume to start afresh") from None
+
+
+def _ray_init(address: str | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        try:
+            ray.init(address=address)
+        except ConnectionError as e:
+            raise SweepError(f"cannot reach the Ray cluster at {address} ({str(e).splitlines()[0][:160]}); "
+                             "start it (ray up / ray start --head) or leave out --address") from None
+    else:  # a local Ray; no dashboard (a cluster's is bound to 127.0.0.1 by cluster.yaml)
+        ray.init(include_dashboard=False, dashboard_host="127.0.0.1")
+
+
+def _fit_resources(opts: LaunchOptions, spec: SweepSpec) -> tuple[float, float]:
+    """Trial CPUs/GPUs: the user's flags win; defaults shrink to what the cluster has."""
+    import ray
+
+    have = ray.cluster_resources()
+    cpus = opts.cpus_per_trial if opts.cpus_per_trial is not None else min(spec.resources.cpus_per_trial,
+                                                                           have.get("CPU", 1))
+    gpus = opts.gpus_per_trial if opts.gpus_per_trial is not None else spec.resources.gpus_per_trial
+    if opts.gpus_per_trial is None and have.get("GPU", 0) == 0:
+        gpus = 0
+    return cpus, gpus
+
+
+def _load(name: str, scale: str, sweeps_dir: str | None) -> SweepSpec:
+    """A sweep file from --sweeps-dir, else from the checkout's sweeps/."""
+    if sweeps_dir:
+        return load_sweep(name, scale, Path(sweeps_dir).expanduser().resolve())
+    return load_sweep(name, scale)
+
+
+def run_sweep(opts: LaunchOptions) -> dict[str, Any]:
+    """Run a whole sweep and return its results dict (also written under <out>/<sweep>/).
+
+    Every input is checked before Ray starts, cheapest first: sweep files, out dir, --resume state,
+    tracking store (seconds), data (metadata, then the signal cache: minutes on first use), cell sizes
+    and reused pretrained checkpoints. A failed check raises one of ssrl.errors.USER_ERRORS having
+    overwritten nothing (at most an empty default MLflow store is created).
+    """
+    real = bool(opts.data_root or os.environ.get("SSRL_DATA_ROOT") or (DEFAULT_REAL / "ptbxl_database.csv").exists())
+    scale = opts.scale or ("paper" if real else "demo")
+    spec = _load(opts.sweep, scale, opts.sweeps_dir)
+    pre_spec = spec if spec.name == "pretrain" else (
+        _load("pretrain", scale, opts.sweeps_dir) if spec.needs_pretraining else None)
+    out_dir = Path(opts.out).expanduser().resolve() / spec.name
+    _writable(out_dir)
+    state = _load_state(out_dir, opts.resume)
+    if opts.resume and state.get("scale") not in (None, scale):
+        raise SweepError(f"--resume: {out_dir} holds a {state['scale']} run; pass --scale {state['scale']}")
+    uri = opts.tracking_uri or f"sqlite:///{out_dir.parent / 'mlflow.db'}"
+    client = connect(uri)
+    root, how = locate(opts.data_root, spec.data_records)
+    print(f"data: {root} ({how}); sweep {spec.name}, scale {scale}", flush=True)
+    dataset = open_dataset(root, opts.sampling_rate)
+    if opts.resume and state.get("fingerprint") not in (None, dataset.fingerprint):
+        raise SweepError(f"--resume: {out_dir} was run on other data (fingerprint {state['fingerprint'][:12]})")
+    storage = opts.storage or str(out_dir.parent / "ray")
+    _preflight(spec, pre_spec, dataset, storage)
+    state.update(scale=scale, fingerprint=dataset.fingerprint, sweep=spec.name)
+    _ray_init(opts.address)
+    cpus, gpus = _fit_resources(opts, spec)
+    tags = {"sweep": spec.name, "scale": scale, "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint,
+            "git_commit": git_commit(), "tracking_uri": redact(uri)}
+    tracker = Tracker(client, f"ssrl-{spec.name}", state["run_id"], state.get("parent_run_id"), tags)
+    state["parent_run_id"] = tracker.parent_id
+    write_json_atomic(out_dir / STATE, state)
+    ctx = stages.Context(storage=storage, run_id=state["run_id"], dataset=dataset, cpus=cpus, gpus=gpus,
+                         max_concurrent=opts.max_concurrent, resume=opts.resume,
+                         callbacks=lambda stage: [TrialLogger(tracker, stage)],
+                         max_failures=spec.resources.max_failures)
+    try:
+        results = _stages(ctx, spec, pre_spec, state, out_dir)
+    except BaseException as e:
+        tracker.close([], status="KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
+    files = _write_results(results, out_dir)
+    _log_summaries(tracker, results)
+    tracker.close(files)
+    print(results_table_text(results), flush=True)
+    failed = f": their reasons are under 'failed' in {out_dir / 'results.json'}" if results["n_failed"] else ""
+    print(f"{results['n_runs']} runs, {results['n_failed']} failed{failed}", flush=True)
+    return results
+
+
+def _preflight(spec: SweepSpec, pre_spec: SweepSpec | None, dataset: DatasetInfo, storage: str) -> None:
+    """Checks that need the data or the storage, made in the driver before any trial can fail on them."""
+    sized = [c for c in spec.cells if c.n_labelled]
+    if sized:  # balanced N-per-class subsets: every class of the train folds must hold N
+        have = task_labels(open_ptbxl(dataset.root, dataset.sampling_rate), spec.task).split("train").per_class()
+        for cell in sized:
+            need = cell.n_labelled // N_CLASSES[spec.task]
+            short = ", ".join(f"{c} has {n}" for c, n in have.items() if n < need)
+            if short:
+                raise SweepError(f"{spec.path} (scale {spec.scale}): {cell.group} needs {need} train records per "
+                                 f"class, but in {dataset.root} {short}; lower n")
+    if pre_spec is None:
+        return
+    from ssrl.ssl import METHODS
+
+    methods = spec.methods if spec.name == "pretrain" else (spec.pretrain_method,)
+    for method in methods:
+        if method not in METHODS:
+            raise SweepError(f"{spec.path}: pretrain method {method!r} is unknown; use one of {', '.join(METHODS)}")
+        cfg = stages.pretrain_config(pre_spec, method, pre_spec.seeds[0], dataset)
+        _check_encoders(spec, pre_spec, cfg)
+        for seed in pre_spec.seeds:  # a reused checkpoint must hold the encoder its key promises
+            uri = stages.pretrained_uri(storage, stages.pretrain_config(pre_spec, method, seed, dataset),
+                                        dataset.fingerprint)
+            if stages.published(uri):
+                blob = stages.read_published_encoder(uri)
+                got = (blob["encoder"], json.loads(blob["encoder_kwargs"]))
+                if got != (cfg.encoder, encoder_kwargs(cfg.encoder_width)):
+                    raise CheckpointError(f"{uri}: holds encoder {got[0]!r} {got[1]}, but {pre_spec.path.name} "
+                                          f"pretrains {cfg.encoder!r} {encoder_kwargs(cfg.encoder_width)}; "
+                                          "remove that folder to pretrain again")
+
+
+def _check_encoders(spec: SweepSpec, pre_spec: SweepSpec, cfg: Any) -> None:
+    """Every SSL track fine-tunes the encoder (and width) that the pretrain sweep trains."""
+    for track in dict.fromkeys(c.track for c in spec.cells if TRACKS[c.track].init == "ssl"):
+        ft = {**spec.train, **spec.track_train.get(track, {})}
+        want = (str(ft.get("encoder", FinetuneConfig.encoder)), int(ft.get("encoder_width", 0)))
+        if want != (cfg.encoder, cfg.encoder_width):
+            raise SweepError(f"{spec.path} (scale {spec.scale}): track {track} fine-tunes encoder {want[0]!r} "
+                             f"width {want[1]}, but {pre_spec.path} pretrains {cfg.encoder!r} width "
+                             f"{cfg.encoder_width}; the checkpoint would not load, make them agree")
+
+
+def _stages(ctx: stages.Context, spec: SweepSpec, pre_spec: SweepSpec | None, state: dict,
+            out_dir: Path) -> dict[str, Any]:
+    if spec.name == "pretrain":
+        done = stages.ensure_pretrained(ctx, spec, spec.methods)
+        rows = [{"track": r["method"], "seed": r["seed"], **stages.read_metrics(r["uri"]), "checkpoint": r["uri"]}
+                if "uri" in r else {"track": r["method"], "seed": r["seed"], "status": "failed", "error": r["error"]}
+                for r in done]
+        return _results(spec, ctx.dataset, rows, "probe_score", ("track",), state)
+    pretrained, lost = {}, []
+    if spec.needs_pretraining:
+        done = stages.ensure_pretrained(ctx, pre_spec, (spec.pretrain_method,))
+        pretrained = {r["method"]: r["uri"] for r in reversed(done) if "uri" in r}
+        if not pretrained:  # the SSL cells cannot run; the others still do
+            reason = f"pretraining {spec.pretrain_method} failed: {done[0]['error']}"[:300]
+            lost = [_failed_row(c, seed, spec, reason) for c in spec.cells if TRACKS[c.track].init == "ssl"
+                    for seed in spec.seeds]
+            spec = dataclasses.replace(spec, cells=tuple(c for c in spec.cells if TRACKS[c.track].init != "ssl"))
+            print(f"warning: {reason}; its {len(lost)} runs are recorded as failed", file=sys.stderr, flush=True)
+    chosen = state["stages"].get("search")
+    if spec.search.enabled and chosen is None and spec.cells:
+        chosen = stages.search(ctx, spec, pretrained)
+        for group in sorted({c.group for c in spec.cells} - set(chosen)):
+            print(f"warning: search: no trial of {group} finished; it runs with the sweep file's lr and "
+                  "weight_decay", file=sys.stderr, flush=True)
+        state["stages"]["search"] = chosen
+        write_json_atomic(out_dir / STATE, state)
+    grid = stages.evaluate(ctx, spec, pretrained, chosen or {}) if spec.cells else []
+    rows = [_row(r, spec) for r in grid] + lost
+    keys = ("track", "fraction") if spec.name == "scarcity" else ("track", "n_labelled")
+    return _results(spec, ctx.dataset, rows, spec.metric, keys, state, chosen)
+
+
+def _failed_row(cell: Cell, seed: int, spec: SweepSpec, reason: str) -> dict[str, Any]:
+    """The results.json row of a run that never started (its pretraining failed)."""
+    where = {"fraction": cell.fraction} if spec.name == "scarcity" else {"n_labelled": cell.n_labelled}
+    return {"track": cell.track, "seed": int(seed), **where, "status": "failed", "error": reason}
+
+
+def _row(result: Any, spec: SweepSpec) -> dict[str, Any]:
+    """One per-seed row of results.json from a Tune result (failed trials keep their reason)."""
+    cfg, m = result.config, result.metrics or {}
+    row: dict[str, Any] = {"track": cfg["cell_track"], "seed": int(cfg["seed"])}
+    if spec.name == "scarcity":
+        row["fraction"] = cfg["cell_fraction"]
+    else:
+        row["n_labelled"] = cfg["n_labelled"]
+    if result.error is not None or not m.get("done"):
+        return {**row, "status": "failed", "error": stages.error_line(result)}
+    keep = {k: v for k, v in m.items() if k.startswith("test_") or k in (
+        "best_epoch", "collapsed", "best_val_score", "epochs_run", "n_labelled")}
+    keep["collapsed"] = bool(keep.get("collapsed", 0))
+    return {**row, **keep, "status": "ok", "lr": cfg.get("lr"), "weight_decay": cfg.get("weight_decay")}
+
+
+def _results(spec: SweepSpec, dataset: DatasetInfo, rows: list[dict], metric: str, keys: tuple[str, ...],
+             state: dict, chosen: dict | None = None) -> dict[str, Any]:
+    cells = build_cells(rows, metric, keys)
+    if spec.name == "scarcity":
+        add_paired_vs(cells, metric, "supervised", ("fraction",))
+    out: dict[str, Any] = {
+        "sweep": spec.name, "scale": spec.scale, "run_id": state["run_id"],
+        "dataset": dataset.as_dict(spec.task or "superdiagnostic"), "metric": metric, "cells": cells,
+        "n_runs": len(rows), "n_failed": sum(r.get("status") == "failed" for r in rows),
+    }
+    if chosen:
+        out["chosen_hyperparameters"] = chosen
+    if spec.name == "fewshot":
+        out["trivial_baseline"] = trivial_baseline(dataset, spec.task)
+    return out
+
+
+def trivial_baseline(dataset: DatasetInfo, task: str) -> dict[str, Any]:
+    """Macro-F1 on the test fold of always predicting the train pool's majority class."""
+    labels = task_labels(open_ptbxl(dataset.root, dataset.sampling_rate), task)
+    train, test = labels.split("train"), labels.split("test")
+    majority = int(np.bincount(train.y, minlength=len(labels.classes)).argmax())
+    cls = labels.classes[majority]
+    return {"name": f"always {cls}", "class": cls,
+            "value": constant_macro_f1(test.y, majority, len(labels.classes))}
+
+
+def _write_results(results: dict[str, Any], out_dir: Path) -> list[Path]:
+    """results.json, results.md and the plot, each written atomically; also archived per run."""
+    from ssrl.report import plot_fewshot, plot_scarcity
+
+    files = [write_json_atomic(out_dir / "results.json", results),
+             write_text_atomic(out_dir / "results.md", results_markdown(results))]
+    plot = {"scarcity": plot_scarcity, "fewshot": plot_fewshot}.get(results["sweep"])
+    if plot is not None:
+        files.append(plot(results, out_dir / f"{results['sweep']}.png"))
+    write_json_atomic(out_dir / "archive" / results["run_id"] / "results.json", results)
+    return files
+
+
+def _log_summaries(tracker: Tracker, results: dict[str, Any]) -> None:
+    """One stage=summary run per results cell, tagged like its trials (group as in spec.Cell.group)."""
+    for cell in results["cells"]:
+        group = (f"{cell['track']}@{cell['fraction']}" if "fraction" in cell
+                 else f"{cell['track']}@N{cell['n_labelled']}" if "n_labelled" in cell else cell["track"])
+        lo, hi = cell.get("ci95") or (None, None)
+        metrics = {"mean": cell.get("mean"), "std": cell.get("std"), "ci95_low": lo, "ci95_high": hi,
+                   "collapse_rate": cell.get("collapse_rate"), "best_epoch_mean": cell.get("best_epoch_mean"),
+                   "n_seeds": len(cell.get("seeds", [])), "n_failed": cell.get("n_failed", 0)}
+        tags = {"track": cell["track"], "fraction": cell.get("fraction"), "n_labelled": cell.get("n_labelled"),
+                "group": group, "metric": results["metric"]}
+        tracker.summary(f"summary/{group}", f"summary-{group}", tags, {k: v for k, v in metrics.items() if v is not None})
+
+
+__all__ = ["LaunchOptions", "run_sweep", "error_text"]

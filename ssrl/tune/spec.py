@@ -1,0 +1,207 @@
+"""Sweep files (sweeps/*.yaml): parsed once into typed specs; an unknown key or bad value is an error."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ssrl.config import TRACKS, ConfigError, FinetuneConfig, PretrainConfig, from_dict
+
+SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
+SWEEPS = ("pretrain", "scarcity", "fewshot")
+SCALES = ("smoke", "demo", "cpu", "paper")
+N_CLASSES = {"superdiagnostic": 5, "rhythm5": 5}
+
+
+class SweepError(ValueError):
+    """A sweep file or choice that cannot run; the message names the file and the setting."""
+
+
+@dataclass(frozen=True)
+class Search:
+    """Per-group Optuna search with ASHA; `enabled: false` fixes the learning rate."""
+
+    enabled: bool = False
+    samples_per_group: int = 8
+    seed: int = 0
+    epochs: int = 30
+    lr: tuple[float, float] = (1e-4, 1e-2)
+    weight_decay: tuple[float, float] = (1e-6, 1e-2)
+    grace_period: int = 3
+    reduction_factor: int = 3
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one trial asks of a node, and how often it checkpoints."""
+
+    cpus_per_trial: float = 1
+    gpus_per_trial: float = 0
+    checkpoint_every: int = 1
+    max_failures: int = 2  # retries of a trial that raised or lost its node (0 = none), each from its checkpoint
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One comparison group: a track at a fraction (scarcity) or at N labelled (fewshot)."""
+
+    track: str
+    fraction: float | None = None
+    n_labelled: int | None = None
+
+    @property
+    def group(self) -> str:
+        """Stable group name, e.g. 'ssl_finetune@0.1' or 'scratch@N70'."""
+        return f"{self.track}@{self.fraction}" if self.fraction is not None else f"{self.track}@N{self.n_labelled}"
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """One sweep at one scale, fully resolved."""
+
+    name: str
+    scale: str
+    path: Path
+    seeds: tuple[int, ...]
+    train: dict[str, Any]
+    resources: Resources
+    data_records: int = 2000
+    task: str = ""
+    metric: str = ""
+    pretrain_method: str = "simclr"
+    methods: tuple[str, ...] = ()
+    cells: tuple[Cell, ...] = ()
+    track_train: dict[str, dict[str, Any]] = field(default_factory=dict)
+    search: Search = Search()
+
+    @property
+    def needs_pretraining(self) -> bool:
+        """True when some cell starts from an SSL encoder."""
+        return any(TRACKS[c.track].init == "ssl" for c in self.cells)
+
+
+_TOP = {
+    "pretrain": {"name", "methods", "seeds", "train", "resources", "scales", "data"},
+    "scarcity": {"name", "task", "metric", "pretrain_method", "tracks", "fractions", "seeds", "train",
+                 "track_train", "search", "resources", "scales", "data"},
+    "fewshot": {"name", "task", "metric", "pretrain_method", "conditions", "seeds", "train", "track_train",
+                "search", "resources", "scales", "data"},
+}
+
+
+def load_sweep(name: str, scale: str, sweeps_dir: Path = SWEEPS_DIR) -> SweepSpec:
+    """Read sweeps/<name>.yaml at a scale and check every key and value."""
+    if name not in SWEEPS:
+        raise SweepError(f"unknown sweep {name!r}; use one of {', '.join(SWEEPS)}")
+    if scale not in SCALES:
+        raise SweepError(f"unknown scale {scale!r}; use one of {', '.join(SCALES)}")
+    path = sweeps_dir / f"{name}.yaml"
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise SweepError(f"{path}: cannot read sweep file ({str(e).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise SweepError(f"{path}: a sweep file is a mapping of settings")
+    try:
+        return _resolve(name, scale, path, raw)
+    except (ConfigError, TypeError, ValueError) as e:
+        raise SweepError(f"{path} (scale {scale}): {e}") from None
+
+
+def _resolve(name: str, scale: str, path: Path, raw: dict) -> SweepSpec:
+    scales = raw.get("scales") or {}
+    _no_unknown(raw, _TOP[name], "top level")
+    _no_unknown(scales, set(SCALES), "scales")
+    merged = _merge(raw, scales.get(scale) or {})
+    _no_unknown(merged, _TOP[name], f"scales.{scale}")
+    seeds = tuple(int(s) for s in merged.get("seeds", [42]))
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"seeds {list(seeds)} must be a non-empty list without repeats")
+    data = merged.get("data") or {}
+    _no_unknown(data, {"records"}, "data")
+    res = Resources(**_typed(Resources, merged.get("resources") or {}, "resources"))
+    train = dict(merged.get("train") or {})
+    common = {"seeds": seeds, "train": train, "resources": res, "data_records": int(data.get("records", 2000))}
+    if name == "pretrain":
+        methods = tuple(merged.get("methods", ["simclr"]))
+        for m in methods:
+            from_dict(PretrainConfig, {**train, "method": m})  # validates keys and values now
+        return SweepSpec(name, scale, path, methods=methods, **common)
+    task, metric = merged.get("task", ""), merged.get("metric", "")
+    if task not in N_CLASSES:
+        raise ConfigError(f"task {task!r} is unknown; use one of {', '.join(N_CLASSES)}")
+    cells = _cells(name, merged, task)
+    track_train = merged.get("track_train") or {}
+    for cell in cells:
+        extra = {"pretrained": "check"} if TRACKS[cell.track].init == "ssl" else {}
+        from_dict(FinetuneConfig, {**train, **track_train.get(cell.track, {}), **extra, "task": task,
+                                   "track": cell.track, "fraction": cell.fraction or 1.0})
+    unknown_tt = sorted(set(track_train) - {c.track for c in cells})
+    if unknown_tt:
+        raise ConfigError(f"track_train names track(s) {unknown_tt} that this sweep does not run")
+    search = Search(**_typed(Search, merged.get("search") or {}, "search"))
+    return SweepSpec(name, scale, path, task=task, metric=metric, cells=cells, track_train=track_train,
+                     search=search, pretrain_method=merged.get("pretrain_method", "simclr"), **common)
+
+
+def _cells(name: str, merged: dict, task: str) -> tuple[Cell, ...]:
+    if name == "scarcity":
+        tracks = merged.get("tracks") or []
+        fractions = [float(f) for f in merged.get("fractions") or []]
+        for f in fractions:
+            if not 0.0 < f <= 1.0:
+                raise ConfigError(f"fraction {f} is out of range; use 0 < fraction <= 1")
+        cells = tuple(Cell(t, fraction=f) for f in fractions for t in tracks)
+    else:
+        cells = []
+        for c in merged.get("conditions") or []:
+            _no_unknown(c, {"track", "n"}, "conditions")
+            n = int(c["n"])
+            if n <= 0 or n % N_CLASSES[task]:
+                raise ConfigError(f"condition n={n} must be a positive multiple of {N_CLASSES[task]} (balanced classes)")
+            cells.append(Cell(str(c["track"]), n_labelled=n))
+        cells = tuple(cells)
+    for c in cells:
+        if c.track not in TRACKS:
+            raise ConfigError(f"track {c.track!r} is unknown; use one of {', '.join(TRACKS)}")
+    if not cells:
+        raise ConfigError("the sweep has no cells (tracks x fractions, or conditions)")
+    return cells
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy({k: v for k, v in base.items() if k != "scales"})
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def _no_unknown(d: dict, known: set[str], where: str) -> None:
+    if not isinstance(d, dict):
+        raise ConfigError(f"{where} must be a mapping")
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where}; known: {', '.join(sorted(known))}")
+
+
+def _typed(cls: type, d: dict, where: str) -> dict:
+    _no_unknown(d, set(cls.__dataclass_fields__), where)
+    out = {}
+    for k, v in d.items():
+        default = cls.__dataclass_fields__[k].default
+        if isinstance(default, tuple):
+            lo, hi = (float(x) for x in v)
+            if not 0 < lo <= hi:
+                raise ConfigError(f"{where}.{k} must be [low, high] with 0 < low <= high")
+            out[k] = (lo, hi)
+        elif isinstance(default, bool):
+            out[k] = bool(v)
+        else:
+            out[k] = type(default)(v)
+            if out[k] < 0 or (out[k] == 0 and k not in ("gpus_per_trial", "cpus_per_trial", "seed", "max_failures")):
+                raise ConfigError(f"{where}.{k}={v!r} must be positive")
+    return out

@@ -1,0 +1,235 @@
+"""The Tuners of a sweep: pretraining (reused when finished), per-group search, and the seed grid."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+from ray import tune
+
+from ssrl.config import PretrainConfig, from_dict, to_dict
+from ssrl.tune.search import GroupedASHA, GroupedOptunaSearch, best_config_per_group
+from ssrl.tune.spec import N_CLASSES, Cell, SweepSpec
+from ssrl.tune.trainables import METRIC, finetune_trainable, pretrain_trainable
+
+# Settings that say where and how to run, not what is learnt: left out of the reuse key.
+_NOT_IN_KEY = ("data_root", "cache_dir", "device")
+
+
+@dataclass
+class Context:
+    """Everything the stages of one invocation share."""
+
+    storage: str  # absolute local path or URI (s3://...)
+    run_id: str
+    dataset: Any  # DatasetInfo
+    cpus: float
+    gpus: float
+    max_concurrent: int | None
+    resume: bool
+    callbacks: Callable[[str], list] = field(default=lambda stage: [])
+    max_failures: int = 2
+
+
+def _fs(uri: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in uri:
+        return pafs.FileSystem.from_uri(uri)
+    return pafs.LocalFileSystem(), str(Path(uri).resolve())
+
+
+def _exists(uri: str) -> bool:
+    fs, path = _fs(uri)
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+def _join(uri: str, *parts: str) -> str:
+    return "/".join([uri.rstrip("/"), *parts])
+
+
+def pretrain_key(cfg: PretrainConfig, fingerprint: str) -> str:
+    """Reuse key of a pretraining: its learning config and the data's fingerprint."""
+    d = {k: v for k, v in to_dict(cfg).items() if k not in _NOT_IN_KEY}
+    blob = json.dumps({"cfg": d, "data": fingerprint}, sort_keys=True)
+    return f"{cfg.method}-{cfg.encoder}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def _run(ctx: Context, name: str, trainable: Callable, param_space: dict, resources: dict,
+         tune_config: tune.TuneConfig, stage: str) -> tune.ResultGrid:
+    """Run (or, with --resume, continue) one Tuner named `name` in the run storage."""
+    path = _join(ctx.storage, name)
+    wrapped = tune.with_resources(trainable, resources)
+    if ctx.resume and tune.Tuner.can_restore(path):
+        tuner = tune.Tuner.restore(path, wrapped, resume_unfinished=True, resume_errored=True)
+    else:
+        run_config = tune.RunConfig(
+            name=name, storage_path=ctx.storage, verbose=1, callbacks=ctx.callbacks(stage),
+            failure_config=tune.FailureConfig(max_failures=ctx.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        )
+        tuner = tune.Tuner(wrapped, param_space=param_space, tune_config=tune_config, run_config=run_config)
+    grid = tuner.fit()
+    # On Ctrl-C Tune saves the experiment and returns early; going on would record the trials it
+    # left as failed (and a cut-short search as chosen). Stop here instead: --resume continues them.
+    left = [t for t in grid._experiment_analysis.trials if t.status not in ("TERMINATED", "ERROR")]
+    if left:
+        raise KeyboardInterrupt(f"{name}: {len(left)} trials unfinished")
+    return grid
+
+
+def pretrain_config(spec: SweepSpec, method: str, seed: int, dataset: Any) -> PretrainConfig:
+    """The PretrainConfig of one (method, seed) of a pretrain sweep on a dataset."""
+    return from_dict(PretrainConfig, {**spec.train, "method": method, "seed": seed, "data_root": dataset.root,
+                                      "sampling_rate": dataset.sampling_rate})
+
+
+def pretrained_uri(storage: str, cfg: PretrainConfig, fingerprint: str) -> str:
+    """Where a pretraining is published: <storage>/pretrained/<key> (complete once DONE is there)."""
+    return _join(storage, "pretrained", pretrain_key(cfg, fingerprint))
+
+
+def published(uri: str) -> bool:
+    """True when a pretraining was published completely (DONE is written last)."""
+    return _exists(_join(uri, "DONE"))
+
+
+def read_published_encoder(uri: str) -> dict[str, Any]:
+    """The header of a published encoder_best.pt (weights-only load; a remote one is copied first)."""
+    from ssrl.train import BEST, read_checkpoint
+
+    fs, path = _fs(uri)
+    if isinstance(fs, pafs.LocalFileSystem):
+        return read_checkpoint(Path(path) / BEST)
+    with tempfile.TemporaryDirectory() as tmp:
+        with fs.open_input_stream(_join(path, BEST)) as src, open(Path(tmp) / BEST, "wb") as dst:
+            dst.write(src.read())
+        return read_checkpoint(Path(tmp) / BEST)
+
+
+def ensure_pretrained(ctx: Context, spec: SweepSpec, methods: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Pretrainings {method, seed, uri} in storage: reused when present, else trained now.
+
+    A pretraining that failed (after its retries) comes back as {method, seed, error}, without uri.
+    """
+    out, todo = [], []
+    for method in methods:
+        for seed in spec.seeds:
+            cfg = pretrain_config(spec, method, seed, ctx.dataset)
+            uri = pretrained_uri(ctx.storage, cfg, ctx.dataset.fingerprint)
+            if published(uri):
+                print(f"pretraining {method} seed {seed}: reusing {uri}")
+                out.append({"method": method, "seed": seed, "uri": uri})
+            else:
+                todo.append((cfg, uri))
+    if todo:
+        space = {**to_dict(todo[0][0]), "sweep": "pretrain", "stage": "pretrain", "checkpoint_every":
+                 spec.resources.checkpoint_every, "dataset": ctx.dataset.name,
+                 "dataset_fingerprint": ctx.dataset.fingerprint,
+                 "job": tune.grid_search([json.dumps(to_dict(c), sort_keys=True) for c, _ in todo])}
+        grid = _run(ctx, f"pretrain-{ctx.run_id}", _pretrain_job, space, _resources(ctx),
+                    tune.TuneConfig(max_concurrent_trials=ctx.max_concurrent), "pretrain")
+        for result in grid:
+            cfg = from_dict(PretrainConfig, json.loads(result.config["job"]))
+            if result.error is not None or result.checkpoint is None or not (result.metrics or {}).get("done"):
+                out.append({"method": cfg.method, "seed": cfg.seed, "error": error_line(result)})
+                continue
+            uri = next(u for c, u in todo if to_dict(c) == to_dict(cfg))
+            _publish(result.checkpoint, uri, result.metrics)
+            out.append({"method": cfg.method, "seed": cfg.seed, "uri": uri})
+    return sorted(out, key=lambda r: (methods.index(r["method"]), spec.seeds.index(r["seed"])))
+
+
+def error_line(result: Any) -> str:
+    """Why a trial failed, in one line (the last line of its error), for results.json."""
+    if result.error is None:
+        return "did not finish"
+    lines = [ln.strip() for ln in str(result.error).strip().splitlines() if ln.strip()]
+    return (lines[-1] if lines else type(result.error).__name__)[:300]
+
+
+def read_metrics(uri: str) -> dict[str, Any]:
+    """The final metrics a published pretraining was stored with."""
+    fs, path = _fs(uri)
+    with fs.open_input_stream(_join(path, "metrics.json")) as f:
+        return json.loads(f.read().decode())
+
+
+def _pretrain_job(config: dict[str, Any]) -> None:
+    """A pretraining trial whose PretrainConfig travels as one JSON grid value."""
+    job = json.loads(config["job"])
+    pretrain_trainable({**{k: v for k, v in config.items() if k not in job and k != "job"}, **job})
+
+
+def _publish(ckpt: tune.Checkpoint, uri: str, metrics: dict) -> None:
+    """Copy a finished pretraining into storage/pretrained/<key>/ and mark it DONE last."""
+    fs, path = _fs(uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt.to_directory(tmp)
+        (Path(tmp) / "state.pt").unlink(missing_ok=True)
+        (Path(tmp) / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items()
+                                                            if isinstance(v, (int, float, str))}, indent=1))
+        fs.create_dir(path, recursive=True)
+        pafs.copy_files(tmp, path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+    with fs.open_output_stream(_join(path, "DONE")) as f:
+        f.write(b"ok\n")
+
+
+def _resources(ctx: Context) -> dict[str, float]:
+    return {"cpu": ctx.cpus, "gpu": ctx.gpus}
+
+
+def cell_config(ctx: Context, spec: SweepSpec, cell: Cell, pretrained: dict[str, str]) -> dict[str, Any]:
+    """The fixed trial settings of one comparison group (everything but seed and search knobs)."""
+    ssl = cell.track in ("ssl_finetune", "ssl_frozen", "ssl", "ssl_aug")
+    return {
+        **spec.train, **spec.track_train.get(cell.track, {}),
+        "data_root": ctx.dataset.root, "sampling_rate": ctx.dataset.sampling_rate, "task": spec.task,
+        "track": cell.track, "fraction": cell.fraction or 1.0,
+        "n_per_class": (cell.n_labelled or 0) // N_CLASSES[spec.task],
+        "sweep": spec.name, "group": cell.group, "cell_track": cell.track, "cell_fraction": cell.fraction,
+        "n_labelled": cell.n_labelled, "dataset": ctx.dataset.name,
+        "dataset_fingerprint": ctx.dataset.fingerprint, "checkpoint_every": spec.resources.checkpoint_every,
+        "pretrained_uri": pretrained.get(spec.pretrain_method, "") if ssl else "",
+        "method_name": spec.pretrain_method if ssl else "",
+    }
+
+
+def search(ctx: Context, spec: SweepSpec, pretrained: dict[str, str]) -> dict[str, dict[str, float]]:
+    """Optuna TPE per group with one ASHA per group, all in one Tuner; best lr/wd per group."""
+    s = spec.search
+    groups = [{**cell_config(ctx, spec, c, pretrained), "stage": "search", "seed": s.seed, "epochs": s.epochs}
+              for c in spec.cells]
+    space = {"lr": tune.loguniform(*s.lr), "weight_decay": tune.loguniform(*s.weight_decay)}
+    for g in groups:
+        g.pop("lr", None)
+        g.pop("weight_decay", None)
+    searcher = GroupedOptunaSearch(space, groups, s.samples_per_group, metric=METRIC, mode="max", seed=s.seed,
+                                   max_concurrent=ctx.max_concurrent)
+    scheduler = GroupedASHA(metric=METRIC, mode="max", time_attr="epoch", grace_period=s.grace_period,
+                            reduction_factor=s.reduction_factor, max_t=s.epochs)
+    grid = _run(ctx, f"{spec.name}-{ctx.run_id}-search", finetune_trainable, {}, _resources(ctx),
+                tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
+                                num_samples=s.samples_per_group * len(groups)), "search")
+    best = best_config_per_group(grid, METRIC, "max")
+    return {g: {"lr": float(c["lr"]), "weight_decay": float(c["weight_decay"])} for g, c in best.items()}
+
+
+def evaluate(ctx: Context, spec: SweepSpec, pretrained: dict[str, str],
+             chosen: dict[str, dict[str, float]]) -> tune.ResultGrid:
+    """Every group x seed with its chosen settings and patience early stopping."""
+    per_group = {c.group: {**cell_config(ctx, spec, c, pretrained), **chosen.get(c.group, {})} for c in spec.cells}
+    keys = sorted({k for v in per_group.values() for k in v} - {"group"})
+    space: dict[str, Any] = {"group": tune.grid_search(list(per_group)), "seed": tune.grid_search(list(spec.seeds)),
+                             "stage": "eval"}
+    for k in keys:
+        space[k] = tune.sample_from(lambda s, k=k: per_group[s.config["group"]].get(k))
+    space["trial_key"] = tune.sample_from(lambda s: f"eval/{s.config['group']}/seed{s.config['seed']}")
+    return _run(ctx, f"{spec.name}-{ctx.run_id}-eval", finetune_trainable, space, _resources(ctx),
+                tune.TuneConfig(max_concurrent_trials=ctx.max_concurrent), "eval")
+
+

@@ -1,0 +1,115 @@
+"""Thin Tune adapters: flat config in, `tune.report` out; the work happens in ssrl.train."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+from ray import tune
+
+from ssrl.config import FinetuneConfig, PretrainConfig, from_dict
+from ssrl.train import BEST, finetune, pretrain
+
+# Keys of a trial config that describe the trial (tags) rather than configure training.
+META_KEYS = ("sweep", "stage", "group", "cell_track", "cell_fraction", "n_labelled", "dataset",
+             "dataset_fingerprint", "pretrained_uri", "checkpoint_every", "trial_key", "method_name")
+METRIC = "val_score"  # what ASHA and the search judge a fine-tuning trial by
+PROBE_METRIC = "probe_score"  # what a pretraining trial is judged by
+
+
+def _clean(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Numbers only, NaN kept out of the way of schedulers (None values dropped)."""
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, bool):
+            out[k] = int(v)
+        elif isinstance(v, (int, float)):
+            out[k] = v
+    return out
+
+
+def _restore(work: Path) -> None:
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:  # a retried or moved trial continues from its last checkpoint
+        ckpt.to_directory(str(work))
+
+
+def fetch_pretrained(uri: str) -> str:
+    """A local copy of a pretrained encoder from the run storage (once per node, under a lock).
+
+    The copy lands in a temporary folder that is renamed into place, so a copy cut short (a node
+    lost mid-download) is never taken for a complete one.
+    """
+    key = uri.rstrip("/").replace("://", "_").replace("/", "_")[-150:]
+    local = Path(tempfile.gettempdir()) / "ssrl-pretrained" / key
+    local.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(local) + ".lock"):
+        if not (local / BEST).exists():
+            partial = local.with_name(f".{key}.{os.getpid()}.partial")
+            shutil.rmtree(partial, ignore_errors=True)
+            tune.Checkpoint(uri).to_directory(str(partial))
+            shutil.rmtree(local, ignore_errors=True)
+            partial.rename(local)
+    return str(local / BEST)
+
+
+def _node_id() -> str:
+    """The Ray node this trial runs on (reported with every result: shows where trials ran)."""
+    import ray
+
+    try:
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001 - outside Ray (tests calling the trainable directly)
+        return ""
+
+
+def _reporter(work: Path, every: int):
+    node = _node_id()
+
+    def report(metrics: dict[str, Any]) -> None:
+        epoch = int(metrics.get("epoch", 0))
+        keep = metrics.get("done") or (every and epoch % every == 0)
+        ckpt = tune.Checkpoint.from_directory(str(work)) if keep else None
+        tune.report({**_clean(metrics), "node_id": node}, checkpoint=ckpt)
+
+    return report
+
+
+def finetune_trainable(config: dict[str, Any]) -> None:
+    """One fine-tuning trial: (track, fraction or N, seed) -> per-epoch and final reports."""
+    values = {k: v for k, v in config.items() if k not in META_KEYS}
+    if config.get("pretrained_uri"):
+        values["pretrained"] = fetch_pretrained(config["pretrained_uri"])
+    cfg = from_dict(FinetuneConfig, values)
+    with tempfile.TemporaryDirectory(prefix="ssrl-trial-") as tmp:  # checkpoints persist via tune.report
+        work = Path(tmp)
+        _restore(work)
+        _apply_threads()
+        finetune(cfg, _reporter(work, int(config.get("checkpoint_every", 1))), work)
+
+
+def pretrain_trainable(config: dict[str, Any]) -> None:
+    """One pretraining trial; its checkpoints carry encoder_best.pt and encoder_last.pt."""
+    cfg = from_dict(PretrainConfig, {k: v for k, v in config.items() if k not in META_KEYS})
+    with tempfile.TemporaryDirectory(prefix="ssrl-pretrain-") as tmp:
+        work = Path(tmp)
+        _restore(work)
+        _apply_threads()
+        report = _reporter(work, int(config.get("checkpoint_every", 1)))
+        final = pretrain(cfg, lambda m: report({**m, "done": m.get("epoch") == cfg.epochs}), work)
+    if not math.isfinite(final.get("train_loss", 0.0)):
+        raise RuntimeError("pretraining ended with a non-finite loss")
+
+
+def _apply_threads() -> None:
+    """Use the CPUs Tune gave this trial for intra-op parallelism."""
+    import torch
+
+    n = int(os.environ.get("OMP_NUM_THREADS", "0") or 0)
+    if n > 0:
+        torch.set_num_threads(n)

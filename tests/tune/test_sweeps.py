@@ -1,0 +1,100 @@
+"""Smoke sweeps of all three sweeps, end to end on local Ray over synthetic PTB-XL."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from ssrl.tune.spec import SweepError, load_sweep
+
+
+def _load(smoke_runs, sweep: str) -> dict:
+    return json.loads((smoke_runs.out / sweep / "results.json").read_text())
+
+
+def test_pretrain_sweep_publishes_reusable_checkpoints(smoke_runs):
+    res = _load(smoke_runs, "pretrain")
+    assert res["metric"] == "probe_score"
+    assert [c["track"] for c in res["cells"]] == ["simclr", "byol"]
+    published = list(Path(smoke_runs.storage, "pretrained").glob("*/DONE"))
+    assert len(published) == 2
+    for done in published:
+        assert (done.parent / "encoder_best.pt").exists() and not (done.parent / "state.pt").exists()
+    # scarcity and fewshot reused the finished simclr pretraining instead of training again
+    assert len(list(Path(smoke_runs.storage).glob("pretrain-*"))) == 1
+
+
+def test_scarcity_results_cover_every_track_fraction_and_seed(smoke_runs):
+    res = _load(smoke_runs, "scarcity")
+    spec = load_sweep("scarcity", "smoke")
+    assert res["sweep"] == "scarcity" and res["metric"] == "test_macro_auroc"
+    assert res["dataset"]["name"] == "synthetic" and res["dataset"]["task"] == "superdiagnostic"
+    assert len(res["dataset"]["fingerprint"]) >= 16
+    cells = {(c["track"], c["fraction"]): c for c in res["cells"]}
+    assert set(cells) == {(c.track, c.fraction) for c in spec.cells}
+    for (track, fraction), cell in cells.items():
+        assert cell["seeds"] == list(spec.seeds), cell.get("failed")
+        values = [r["test_macro_auroc"] for r in cell["per_seed"]]
+        assert cell["mean"] == pytest.approx(sum(values) / len(values))
+        assert cell["ci95"][0] <= cell["mean"] <= cell["ci95"][1]
+        assert all(r["best_epoch"] >= 1 for r in cell["per_seed"])
+        if track != "supervised":
+            assert cell["vs_supervised"]["n_pairs"] == len(spec.seeds)
+    # paired subsets: every track saw the same number of labels at a fraction
+    for f in {f for _, f in cells}:
+        assert len({cells[(t, f)]["n_labelled"] for t, ff in cells if ff == f}) == 1
+    assert (smoke_runs.out / "scarcity" / "results.md").read_text().count("|") > 20
+    assert (smoke_runs.out / "scarcity" / "scarcity.png").stat().st_size > 1000
+
+
+def test_fewshot_results_search_then_seeds(smoke_runs):
+    res = _load(smoke_runs, "fewshot")
+    assert res["metric"] == "test_macro_f1"
+    assert {(c["track"], c["n_labelled"]) for c in res["cells"]} == {("scratch", 10), ("ssl", 10), ("scratch", 20)}
+    assert res["trivial_baseline"]["class"] == "SR"
+    assert 0.0 < res["trivial_baseline"]["value"] < 0.5
+    chosen = res["chosen_hyperparameters"]
+    assert set(chosen) == {"scratch@N10", "ssl@N10", "scratch@N20"}
+    for hp in chosen.values():
+        assert 1e-5 <= hp["lr"] <= 1e-2
+    for cell in res["cells"]:
+        assert 0.0 <= cell["collapse_rate"] <= 1.0
+        for r in cell["per_seed"]:
+            assert r["lr"] == pytest.approx(chosen[f"{cell['track']}@N{cell['n_labelled']}"]["lr"])
+            assert r["collapsed"] == (r["best_epoch"] <= 1)
+    assert (smoke_runs.out / "fewshot" / "fewshot.png").exists()
+
+
+def test_results_json_is_strict_json(smoke_runs):
+    for sweep in ("pretrain", "scarcity", "fewshot"):
+        text = (smoke_runs.out / sweep / "results.json").read_text()
+        json.loads(text, parse_constant=lambda c: pytest.fail(f"{sweep}: {c} in results.json"))
+        assert not any(isinstance(v, float) and math.isnan(v) for v in json.loads(text)["cells"][0].values()
+                       if isinstance(v, float))
+
+
+@pytest.mark.parametrize(("sweep", "scale", "msg"), [("nope", "smoke", "unknown sweep"),
+                                                     ("scarcity", "huge", "unknown scale")])
+def test_unknown_sweep_or_scale(sweep, scale, msg):
+    with pytest.raises(SweepError, match=msg):
+        load_sweep(sweep, scale)
+
+
+def test_every_scale_keeps_the_protocol_shape():
+    for scale in ("smoke", "demo", "paper"):
+        sc = load_sweep("scarcity", scale)
+        assert {c.track for c in sc.cells} == {"supervised", "ssl_finetune", "ssl_frozen", "random_frozen"}
+        assert len({c.fraction for c in sc.cells}) >= 2
+        fs = load_sweep("fewshot", scale)
+        assert {c.track for c in fs.cells} >= {"scratch", "ssl"}
+        assert fs.search.enabled
+    paper = load_sweep("fewshot", "paper")
+    assert {(c.track, c.n_labelled) for c in paper.cells} == {
+        ("scratch", 70), ("scratch_aug", 70), ("ssl", 70), ("ssl_aug", 70), ("scratch", 300)}
+    demo = load_sweep("fewshot", "demo")
+    assert {c.n_labelled for c in demo.cells} == {70, 300}
+    assert load_sweep("scarcity", "paper").search.enabled
+    assert [c.fraction for c in load_sweep("scarcity", "paper").cells[::4]] == [0.01, 0.05, 0.1, 0.25, 1.0]
