@@ -1,0 +1,317 @@
+"""MLflow tracking: a run per trial with tags and per-epoch history, summaries, resume, a real server."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from ssrl.tune import runner
+from ssrl.tune.spec import Cell
+from ssrl.tune.tracking import Tracker, TrackingError, TrialLogger, connect, redact, scrub
+
+REPO = Path(__file__).resolve().parents[2]
+TRIAL_TAGS = ("sweep", "stage", "track", "n_labelled", "seed", "group", "dataset", "dataset_fingerprint",
+              "git_commit")
+
+
+def _runs(client: MlflowClient, results: dict, stage: str) -> list:
+    exp = client.get_experiment_by_name(f"ssrl-{results['sweep']}")
+    assert exp is not None, f"no MLflow experiment for {results['sweep']}"
+    return client.search_runs([exp.experiment_id], max_results=1000,
+                              filter_string=f"tags.ssrl_run = '{results['run_id']}' and tags.stage = '{stage}'")
+
+
+def check_tracked(client: MlflowClient, results: dict) -> None:
+    """Every seed run of results.json has exactly one finished eval run with tags, metrics and history."""
+    sweep, metric = results["sweep"], results["metric"]
+    (parent,) = _runs(client, results, "parent")
+    commit = parent.data.tags["git_commit"]  # the commit when this sweep started
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?|unknown", commit)
+    evals = _runs(client, results, "eval")
+    by_key: dict[tuple[str, str], list] = {}
+    for r in evals:
+        by_key.setdefault((r.data.tags["group"], r.data.tags["seed"]), []).append(r)
+    rows = [(cell, row) for cell in results["cells"] for row in cell["per_seed"]]
+    assert len(evals) == len(rows) == results["n_runs"] - results["n_failed"]
+    for cell, row in rows:
+        group = f"{cell['track']}@{cell['fraction']}" if sweep == "scarcity" else f"{cell['track']}@N{cell['n_labelled']}"
+        (run,) = by_key[(group, str(row["seed"]))]
+        tags, m = run.data.tags, run.data.metrics
+        assert run.info.status == "FINISHED"
+        assert {k for k in TRIAL_TAGS} <= set(tags), set(TRIAL_TAGS) - set(tags)
+        assert (tags["sweep"], tags["stage"], tags["track"]) == (sweep, "eval", cell["track"])
+        assert tags["n_labelled"] == str(row.get("n_labelled", cell["n_labelled"]))
+        assert tags["dataset_fingerprint"] == results["dataset"]["fingerprint"]
+        assert tags["dataset"] == results["dataset"]["name"]
+        assert tags["git_commit"] == commit
+        if sweep == "scarcity":
+            assert tags["fraction"] == str(cell["fraction"])
+        assert m[metric] == pytest.approx(row[metric])
+        assert m["best_epoch"] == row["best_epoch"] and m["collapsed"] == int(row["collapsed"])
+        params = run.data.params
+        assert params["seed"] == str(row["seed"]) and float(params["lr"]) == pytest.approx(row["lr"])
+        assert len(params) >= 20  # the whole flattened trial config
+        for name in ("train_loss", "val_score", "lr"):
+            steps = [h.step for h in client.get_metric_history(run.info.run_id, name)]
+            assert steps == list(range(1, row["epochs_run"] + 1)), (name, steps)
+    summaries = {r.data.tags["group"]: r for r in _runs(client, results, "summary")}
+    assert len(summaries) == len(_runs(client, results, "summary")) == len(results["cells"])
+    for cell in results["cells"]:
+        key = next(g for g in summaries if summaries[g].data.tags["track"] == cell["track"]
+                   and summaries[g].data.tags.get("fraction", "") == str(cell.get("fraction", ""))
+                   and summaries[g].data.tags.get("n_labelled") == str(cell.get("n_labelled")))
+        m = summaries[key].data.metrics
+        assert m["mean"] == pytest.approx(cell["mean"]) and m["n_seeds"] == len(cell["seeds"])
+        assert m["collapse_rate"] == pytest.approx(cell["collapse_rate"])
+        assert m["best_epoch_mean"] == pytest.approx(cell["best_epoch_mean"])
+        if cell.get("ci95"):
+            assert (m["ci95_low"], m["ci95_high"]) == pytest.approx(tuple(cell["ci95"]))
+            assert m["std"] == pytest.approx(cell["std"])
+    assert parent.info.status == "FINISHED"
+    names = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"results.json", "results.md", f"{sweep}.png"} <= names
+    exp = client.get_experiment_by_name(f"ssrl-{sweep}")
+    unfinished = client.search_runs([exp.experiment_id], f"tags.ssrl_run = '{results['run_id']}' "
+                                                          "and attributes.status != 'FINISHED'")
+    assert not unfinished, [(r.info.run_name, r.info.status) for r in unfinished]
+
+
+# --- the driver-side callback, with stand-in trials (no Ray run) --------------------------------------
+
+
+def _trial(trial_id: str, seed: int, **extra) -> SimpleNamespace:
+    config = {"sweep": "scarcity", "group": "supervised@0.25", "cell_track": "supervised", "cell_fraction": 0.25,
+              "n_labelled": None, "seed": seed, "lr": 0.001, "dataset": "synthetic", "dataset_fingerprint": "abc",
+              "stage": "search"}
+    return SimpleNamespace(trial_id=trial_id, config=config, last_result={}, error_file=None, **extra)
+
+
+def _epoch(logger: TrialLogger, trial, epoch: int, **extra) -> None:
+    result = {"epoch": epoch, "train_loss": 1.0 / epoch, "val_score": 0.5 + epoch / 10, "lr": 0.001, **extra}
+    trial.last_result = result
+    logger.on_trial_result(0, [], trial, result)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One sqlite store for the callback tests (creating its tables takes seconds)."""
+    return connect(f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/m.db")
+
+
+def test_trial_logger_ends_completed_stopped_and_failed_runs(store, tmp_path):
+    client = store
+    tracker = Tracker(client, "ssrl-test", "run1", None, {"sweep": "scarcity", "git_commit": "c0ffee"})
+    logger = TrialLogger(tracker, "search")
+    done, stopped, failed = _trial("t_done", 1), _trial("t_stop", 2), _trial("t_fail", 3)
+    for t in (done, stopped, failed):
+        logger.on_trial_start(0, [], t)
+    for epoch in (1, 2, 3):
+        _epoch(logger, done, epoch)
+    _epoch(logger, done, 3, done=True, test_macro_auroc=0.8, best_epoch=2, collapsed=0, n_labelled=77,
+           time_total_s=9.0, training_iteration=4)
+    logger.on_trial_complete(0, [], done)
+    _epoch(logger, stopped, 1)  # ASHA stops it after one epoch: no final report, no n_labelled
+    logger.on_trial_complete(0, [], stopped)
+    (tmp_path / "error.txt").write_text("Failure # 1\nTraceback ...\nRuntimeError: loss is NaN at epoch 2\n")
+    failed.error_file = str(tmp_path / "error.txt")
+    logger.on_trial_error(0, [], failed)
+    logger.on_experiment_end([])
+
+    runs = {r.data.tags["seed"]: r for r in client.search_runs([tracker.exp_id], "tags.stage = 'search'")}
+    assert {s: r.info.status for s, r in runs.items()} == {"1": "FINISHED", "2": "FINISHED", "3": "FAILED"}
+    r1, r2, r3 = runs["1"], runs["2"], runs["3"]
+    assert r1.data.tags["end"] == "completed" and r2.data.tags["end"] == "stopped"
+    assert r3.data.tags["error"] == "RuntimeError: loss is NaN at epoch 2"
+    assert r1.data.tags["n_labelled"] == r2.data.tags["n_labelled"] == "77"  # the group's, learnt from r1
+    assert r1.data.tags["git_commit"] == "c0ffee" and r1.data.tags["mlflow.parentRunId"] == tracker.parent_id
+    assert r1.data.metrics["test_macro_auroc"] == 0.8 and r1.data.metrics["collapsed"] == 0
+    assert "time_total_s" not in r1.data.metrics and "training_iteration" not in r1.data.metrics
+    history = client.get_metric_history(r1.info.run_id, "val_score")
+    assert [(h.step, round(h.value, 6)) for h in history] == [(1, 0.6), (2, 0.7), (3, 0.8)]  # final adds none
+    assert r1.data.params["lr"] == "0.001" and r1.data.params["group"] == "supervised@0.25"
+
+    # a resumed invocation (same ssrl run id and parent) finds finished trials and logs nothing twice
+    again = Tracker(client, "ssrl-test", "run1", tracker.parent_id, {"sweep": "scarcity"})
+    assert again.parent_id == tracker.parent_id
+    assert again.child("search/t_done", "x", {}, {}) is None
+    assert again.child("search/t_fail", "x", {}, {}) == r3.info.run_id  # a failed trial is continued
+    assert "error" not in client.get_run(r3.info.run_id).data.tags
+    again.close([], "FAILED")
+    assert client.get_run(r3.info.run_id).info.status == "KILLED"
+    assert len(client.search_runs([tracker.exp_id], "tags.stage = 'parent'")) == 1
+
+
+def test_trial_logger_pickles_without_the_store(store):
+    """Tune pickles callbacks into tuner.pkl: no client or URI goes there; a restore finds the live tracker."""
+    tracker = Tracker(store, "ssrl-test", "run2", None, {"sweep": "scarcity"})
+    blob = pickle.dumps(TrialLogger(tracker, "eval"))
+    assert b"sqlite" not in blob and b"m.db" not in blob
+    restored = pickle.loads(blob)
+    assert restored.tracker is tracker and restored.stage == "eval"
+    tracker.close([])
+    orphan = pickle.loads(blob)  # outside run_sweep: a no-op logger, not a crash
+    assert orphan.tracker is None
+    orphan.on_trial_start(0, [], _trial("t", 1))
+
+
+def test_pretraining_trials_are_tagged_by_their_own_job():
+    from ssrl.tune.tracking import trial_tags
+
+    shared = {"sweep": "pretrain", "method": "simclr", "seed": 42, "dataset": "synthetic"}
+    tags = trial_tags({**shared, "job": json.dumps({"method": "byol", "seed": 7})}, "pretrain")
+    assert (tags["method"], tags["track"], tags["group"], tags["seed"]) == ("byol", "byol", "byol", "7")
+
+
+def test_credentials_never_printed():
+    uri = "http://alice:s3cret@mlflow.example:5000"
+    assert redact(uri) == "http://***@mlflow.example:5000"
+    msg = scrub(f"API request to {uri}/api/2.0/x failed; auth alice:s3cret", uri)
+    assert "s3cret" not in msg and "mlflow.example:5000" in msg
+    assert redact("sqlite:///runs/mlflow.db") == "sqlite:///runs/mlflow.db"
+
+
+# --- end to end: the session's smoke sweeps (sqlite) -------------------------------------------------
+
+
+def test_smoke_sweeps_are_tracked_in_sqlite(smoke_runs):
+    client = MlflowClient(tracking_uri=f"sqlite:///{smoke_runs.out}/mlflow.db")
+    results = {s: json.loads((smoke_runs.out / s / "results.json").read_text()) for s in ("pretrain", "scarcity",
+                                                                                            "fewshot")}
+    for sweep in ("scarcity", "fewshot"):
+        check_tracked(client, results[sweep])
+    # artifacts next to the store, not in the working directory
+    (parent,) = _runs(client, results["scarcity"], "parent")
+    assert parent.info.artifact_uri.startswith(Path(smoke_runs.out).as_uri())
+    # searched trials (some stopped by ASHA) all ended FINISHED with their group's tags
+    searched = _runs(client, results["fewshot"], "search")
+    assert len(searched) == 6 and all(r.info.status == "FINISHED" for r in searched)
+    assert all(r.data.tags["n_labelled"] in ("10", "20") and r.data.tags["end"] in ("completed", "stopped")
+               for r in searched)
+    pre = _runs(client, results["pretrain"], "pretrain")
+    assert sorted(r.data.tags["method"] for r in pre) == ["byol", "simclr"]
+    assert all(r.data.tags["track"] == r.data.tags["method"] == r.data.tags["group"] for r in pre)
+    assert all(len(client.get_metric_history(r.info.run_id, "train_loss")) == 2 for r in pre)
+
+
+def test_resume_adds_no_duplicate_runs(smoke_runs, synth_root):
+    client = MlflowClient(tracking_uri=f"sqlite:///{smoke_runs.out}/mlflow.db")
+    exp = client.get_experiment_by_name("ssrl-scarcity")
+    before = client.search_runs([exp.experiment_id], max_results=1000)
+    runner.run_sweep(runner.LaunchOptions(sweep="scarcity", scale="smoke", data_root=str(synth_root),
+                                          out=str(smoke_runs.out), storage=smoke_runs.storage, max_concurrent=2,
+                                          resume=True))
+    res = json.loads((smoke_runs.out / "scarcity" / "results.json").read_text())
+    after = client.search_runs([exp.experiment_id], max_results=1000)
+    assert sorted(r.info.run_id for r in after) == sorted(r.info.run_id for r in before)
+    check_tracked(client, res)
+
+
+# --- the store's failure modes: unreachable, and a real server ---------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_server_fails_in_seconds_with_one_line(tmp_path, synth_root):
+    out = tmp_path / "runs"
+    (out / "scarcity").mkdir(parents=True)
+    old = out / "scarcity" / "results.json"
+    old.write_text('{"kept": true}\n')
+    uri = f"http://bob:hunter2@127.0.0.1:{_free_port()}"
+    t0 = time.monotonic()
+    with pytest.raises(TrackingError, match="cannot be reached"):
+        connect(uri)
+    assert time.monotonic() - t0 < 5
+    proc = subprocess.run([sys.executable, "launch.py", "--sweep", "scarcity", "--scale", "smoke", "--data-root",
+                           str(synth_root), "--out", str(out), "--tracking-uri", uri],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: tracking store http://***@127.0.0.1:"), proc.stderr
+    assert "hunter2" not in proc.stderr + proc.stdout
+    assert old.read_text() == '{"kept": true}\n'
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _server_boot(tmp_path_factory):
+    """A real `mlflow server` on 127.0.0.1 in its own process group, started with the module so that its
+    boot (10-30 s on two busy cores) overlaps the other tests; stopped by its pid afterwards."""
+    folder, port = tmp_path_factory.mktemp("mlflow-server"), _free_port()
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{folder}/s.db",
+           "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "1"]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with (folder / "server.log").open("w") as log:
+        proc = subprocess.Popen(cmd, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        yield SimpleNamespace(proc=proc, port=port, url=f"http://127.0.0.1:{port}", log=folder / "server.log")
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=20)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture
+def mlflow_server(_server_boot):
+    """The module's server, once /health answers."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{_server_boot.url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return _server_boot
+        except OSError:
+            pass
+        assert _server_boot.proc.poll() is None and time.monotonic() < deadline, _server_boot.log.read_text()[-2000:]
+        time.sleep(0.5)
+
+
+def test_sweep_against_a_real_mlflow_server(smoke_runs, synth_root, mlflow_server, tmp_path, monkeypatch, capfd):
+    """A reduced scarcity sweep (2 trials) logged over HTTP; the URI's password is nowhere to be found."""
+    load = runner.load_sweep
+
+    def reduced(name: str, scale: str, *args, **kwargs):
+        spec = load(name, scale, *args, **kwargs)
+        if name != "scarcity":
+            return spec
+        return dataclasses.replace(spec, seeds=(42,), cells=(Cell("supervised", 0.25), Cell("ssl_finetune", 0.25)))
+
+    monkeypatch.setattr(runner, "load_sweep", reduced)
+    uri = f"http://carol:pw-XYZ-123@127.0.0.1:{mlflow_server.port}"
+    runner.run_sweep(runner.LaunchOptions(sweep="scarcity", scale="smoke", data_root=str(synth_root),
+                                          out=str(tmp_path / "out"), storage=smoke_runs.storage, max_concurrent=2,
+                                          tracking_uri=uri))
+    res = json.loads((tmp_path / "out" / "scarcity" / "results.json").read_text())
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    check_tracked(client, res)
+    exp = client.get_experiment_by_name("ssrl-scarcity")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    assert all(r.info.status == "FINISHED" for r in runs)
+    texts = [json.dumps([r.data.tags, r.data.params]) for r in runs]
+    captured = capfd.readouterr()
+    assert not any("pw-XYZ-123" in t for t in [*texts, captured.out, captured.err])
+    tune_files = [p for p in Path(smoke_runs.storage).glob(f"scarcity-{res['run_id']}-*/*") if p.is_file()]
+    assert tune_files and not any(b"pw-XYZ-123" in p.read_bytes() for p in tune_files)
