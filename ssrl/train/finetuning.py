@@ -50,6 +50,19 @@ class Classifier(nn.Module):
         return self.head(self.encoder(x))
 
 
+class Standardize(nn.Module):
+    """Fixed per-dimension standardisation of embeddings (a linear probe's input scaling)."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """h: (B, D) -> (B, D) with zero mean and unit std on the labelled training subset."""
+        return (h - self.mean) / self.std
+
+
 class Features:
     """Precomputed embeddings of a frozen encoder; batches by index like Signals."""
 
@@ -70,7 +83,7 @@ class Features:
 def select_subset(train: TaskLabels, cfg: FinetuneConfig) -> np.ndarray:
     """Positions of the labelled training subset: balanced N per class, or a stratified fraction."""
     if cfg.n_per_class:
-        return balanced_subset(train.y, cfg.n_per_class, cfg.seed)
+        return balanced_subset(train.y, cfg.n_per_class, cfg.seed, classes=train.classes)
     if cfg.fraction >= 1.0:
         return np.arange(len(train.rows))
     return fraction_subset(train.y, cfg.fraction, cfg.seed)
@@ -111,6 +124,10 @@ def finetune(cfg: FinetuneConfig, report: Report, out_dir: Path | None = None) -
     sources = [Signals(data, rows, device) for rows in (train_all.rows[pick], val.rows, test.rows)]
     augment = build_augment(cfg.spec.augment, cfg.sampling_rate)
     fast = cfg.spec.frozen and cfg.spec.augment == "none"
+    if cfg.spec.frozen:  # a linear probe sees standardised embeddings, whatever the encoder's scale
+        train_h = Features(model.encoder, sources[0], cfg.eval_batch_size).x
+        scale = Standardize(train_h.mean(0), train_h.std(0).clamp_min(1e-6))
+        model.head = nn.Sequential(scale, model.head).to(device)
     if fast:  # a frozen encoder without augmentation: embed once, train the head alone
         sources = [Features(model.encoder, s, cfg.eval_batch_size) for s in sources]
     net: nn.Module = model.head if fast else model

@@ -182,3 +182,22 @@ def test_classifier_train_mode_keeps_frozen_encoder_in_eval():
     model.train()
     assert model.head.training and not model.encoder.training
     assert FinetuneConfig(track="supervised").spec.frozen is False
+
+
+def test_frozen_head_sees_standardised_embeddings(ft_cfg, monkeypatch):
+    """A random encoder's embeddings have arbitrary scale; the probe must standardise them."""
+    import ssrl.train.finetuning as ft
+
+    seen = {}
+    orig = ft.Standardize.forward
+
+    def spy(self, h):
+        out = orig(self, h)
+        seen.setdefault("first", out.detach().clone())
+        return out
+
+    monkeypatch.setattr(ft.Standardize, "forward", spy)
+    final = finetune(ft_cfg(track="random_frozen", epochs=2, batch_size=10_000), lambda m: None)
+    z = seen["first"]  # the whole labelled subset in one batch
+    assert z.mean(0).abs().max() < 1e-3 and (z.std(0) - 1).abs().max() < 1e-2
+    assert final["n_labelled"] == len(z)
