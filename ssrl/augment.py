@@ -1,8 +1,10 @@
 """Batched ECG augmentations on (B, leads, T) float tensors, on any device.
 
 Every op draws per-sample parameters as tensors from the ``torch.Generator`` it is given
-(no per-sample Python loops) and applies to a random subset of the batch
-(``rand(B) < p``, merged with ``torch.where``, so no host-device sync). Frequencies are in
+(no per-sample Python loops) and applies to a random subset of the batch (``rand(B) < p``).
+On an accelerator the op runs on the whole batch and is merged with ``torch.where`` (no
+host-device sync); on CPU it runs on the chosen records only, with the same random numbers,
+so the output is the same and the work is ``p`` times smaller. Frequencies are in
 Hz and converted with the sampling rate, so a preset means the same physical thing at
 100 Hz and at 500 Hz. Parameters are drawn on the generator's device and moved to the
 data's device: pass a CUDA generator for CUDA data to avoid host-to-device copies.
@@ -33,6 +35,26 @@ class Draw:
     def normal(self, shape: tuple[int, ...]) -> torch.Tensor:
         """Standard normal samples of ``shape``."""
         return torch.randn(shape, generator=self.g, device=self.src).to(self.device, self.dtype)
+
+
+class RowDraw(Draw):
+    """A Draw for the records ``rows`` of a batch of ``batch``: draws for every record, keeps those rows.
+
+    Random numbers are drawn exactly as for the whole batch, so an op run on a subset of records
+    gives those records the values they would get in the whole batch.
+    """
+
+    def __init__(self, draw: Draw, rows: torch.Tensor, batch: int) -> None:
+        super().__init__(draw.g, draw.device, draw.dtype)
+        self.rows, self.batch = rows, batch
+
+    def uniform(self, shape: tuple[int, ...], lo: float, hi: float) -> torch.Tensor:
+        """U(lo, hi) samples of ``shape`` (its first axis the chosen records)."""
+        return super().uniform((self.batch, *shape[1:]), lo, hi).index_select(0, self.rows)
+
+    def normal(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """Standard normal samples of ``shape`` (its first axis the chosen records)."""
+        return super().normal((self.batch, *shape[1:])).index_select(0, self.rows)
 
 
 def resample(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -216,10 +238,20 @@ class Augment:
             return x
         work = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
         d = Draw(generator, x.device, work)
-        y = x.to(work)
+        b, fs, on_cpu = x.shape[0], float(self.sampling_rate), x.device.type == "cpu"
+        y = x.to(work, copy=on_cpu)  # the CPU path writes into y
         for op in self.ops:
-            apply = d.uniform((x.shape[0], 1, 1), 0.0, 1.0) < op.p  # (B, 1, 1)
-            y = torch.where(apply, op(y, d, float(self.sampling_rate)), y)
+            apply = d.uniform((b, 1, 1), 0.0, 1.0) < op.p  # (B, 1, 1)
+            if not on_cpu:  # whole batch, merged without a host-device sync
+                y = torch.where(apply, op(y, d, fs), y)
+                continue
+            rows = apply.view(-1).nonzero().view(-1)  # (k,) chosen records
+            if len(rows) == b:
+                y = op(y, d, fs)
+            elif len(rows) == 0:
+                op(y, d, fs)  # nothing changes, but the op's random numbers are still drawn
+            else:
+                y.index_copy_(0, rows, op(y.index_select(0, rows), RowDraw(d, rows, b), fs))
         return y.to(x.dtype)
 
 

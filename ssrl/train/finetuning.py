@@ -21,6 +21,7 @@ from ssrl.train.loop import (
     autocast,
     batch_indices,
     check_finite,
+    eval_batch_size,
     resolve_device,
     seed_everything,
     snapshot,
@@ -69,7 +70,8 @@ class Features:
     def __init__(self, encoder: nn.Module, sig: Signals, batch_size: int) -> None:
         encoder.eval()
         with torch.no_grad(), autocast(sig.device):
-            parts = [encoder(sig.get(i)).float() for i in batch_indices(len(sig), batch_size, None)]
+            chunks = batch_indices(len(sig), eval_batch_size(batch_size, sig.device), None)
+            parts = [encoder(sig.get(i)).float() for i in chunks]
         self.x = torch.cat(parts)  # (n, D)
 
     def __len__(self) -> int:
@@ -104,8 +106,9 @@ def predict(model: nn.Module, src: Signals | Features, batch_size: int, multilab
     """Class probabilities for every row of src: (n, C) float32."""
     model.eval()
     out = []
-    for idx in batch_indices(len(src), batch_size, None):
-        with autocast(next(model.parameters()).device):
+    device = next(model.parameters()).device
+    for idx in batch_indices(len(src), eval_batch_size(batch_size, device), None):
+        with autocast(device):
             logits = model(src.get(idx)).float()
         out.append(torch.sigmoid(logits) if multilabel else torch.softmax(logits, 1))
     return torch.cat(out).cpu().numpy()

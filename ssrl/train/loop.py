@@ -83,6 +83,17 @@ class Signals:
         return (x - self._mean) / self._std
 
 
+# On CPU, forward passes over more than a few hundred records fall out of cache: cnn6 evaluates 1,024
+# records 1.4x (width 16) to 1.7x (width 64) slower in one batch of 1,024 than in batches of 64-128,
+# with bitwise the same outputs (docs/RESULTS.md, performance). Accelerators keep the configured size.
+CPU_EVAL_BATCH = 128
+
+
+def eval_batch_size(batch_size: int, device: torch.device) -> int:
+    """Batch size for no-grad evaluation on device: as configured, but at most CPU_EVAL_BATCH on CPU."""
+    return min(batch_size, CPU_EVAL_BATCH) if device.type == "cpu" else batch_size
+
+
 def batch_indices(n: int, batch_size: int, gen: torch.Generator | None) -> Iterator[torch.Tensor]:
     """Shuffled (gen given) or ordered index batches; a trailing batch of one is dropped for BatchNorm."""
     perm = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)

@@ -27,6 +27,7 @@ from ssrl.train.loop import (
     autocast,
     batch_indices,
     check_finite,
+    eval_batch_size,
     resolve_device,
     seed_everything,
 )
@@ -51,7 +52,8 @@ class Probe:
     @torch.no_grad()
     def _embed(self, encoder: nn.Module, src: Signals) -> np.ndarray:
         with autocast(src.device):
-            parts = [encoder(src.get(i)).float().cpu() for i in batch_indices(len(src), 512, None)]
+            chunks = batch_indices(len(src), eval_batch_size(512, src.device), None)
+            parts = [encoder(src.get(i)).float().cpu() for i in chunks]
         return torch.cat(parts).numpy()  # (n, D)
 
     def score(self, encoder: nn.Module) -> float:

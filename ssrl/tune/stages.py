@@ -132,7 +132,7 @@ def ensure_pretrained(ctx: Context, spec: SweepSpec, methods: tuple[str, ...]) -
                  "dataset_fingerprint": ctx.dataset.fingerprint,
                  "job": tune.grid_search([json.dumps(to_dict(c), sort_keys=True) for c, _ in todo])}
         grid = _run(ctx, f"pretrain-{ctx.run_id}", _pretrain_job, space, _resources(ctx),
-                    tune.TuneConfig(max_concurrent_trials=ctx.max_concurrent), "pretrain")
+                    tune.TuneConfig(max_concurrent_trials=ctx.max_concurrent, reuse_actors=True), "pretrain")
         for result in grid:
             cfg = from_dict(PretrainConfig, json.loads(result.config["job"]))
             if result.error is not None or result.checkpoint is None or not (result.metrics or {}).get("done"):
@@ -214,7 +214,7 @@ def search(ctx: Context, spec: SweepSpec, pretrained: dict[str, str]) -> dict[st
                             reduction_factor=s.reduction_factor, max_t=s.epochs)
     grid = _run(ctx, f"{spec.name}-{ctx.run_id}-search", finetune_trainable, {}, _resources(ctx),
                 tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
-                                num_samples=s.samples_per_group * len(groups)), "search")
+                                num_samples=s.samples_per_group * len(groups), reuse_actors=True), "search")
     best = best_config_per_group(grid, METRIC, "max")
     return {g: {"lr": float(c["lr"]), "weight_decay": float(c["weight_decay"])} for g, c in best.items()}
 
@@ -230,6 +230,6 @@ def evaluate(ctx: Context, spec: SweepSpec, pretrained: dict[str, str],
         space[k] = tune.sample_from(lambda s, k=k: per_group[s.config["group"]].get(k))
     space["trial_key"] = tune.sample_from(lambda s: f"eval/{s.config['group']}/seed{s.config['seed']}")
     return _run(ctx, f"{spec.name}-{ctx.run_id}-eval", finetune_trainable, space, _resources(ctx),
-                tune.TuneConfig(max_concurrent_trials=ctx.max_concurrent), "eval")
+                tune.TuneConfig(max_concurrent_trials=ctx.max_concurrent, reuse_actors=True), "eval")
 
 

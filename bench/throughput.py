@@ -1,0 +1,283 @@
+"""Training throughput: the fast path the loops use beside a reference-style loop, same model and data.
+
+    python -m bench.throughput --encoder cnn6 [--device cpu|cuda] [--scale demo|paper] [--json]
+
+Fast path (what ssrl.train.pretraining / finetuning do per step): `Signals.get` (memmap batch on
+CPU, a GPU-resident tensor on CUDA), the `simclr` preset batched on the device for two views,
+`SimCLR.loss` (NT-Xent) under `autocast`, AdamW; fine-tuning: encoder + linear head with
+`BCEWithLogitsLoss` on the same kind of batches (the scarcity tracks use no augmentation).
+Naive path (bench.naive): a Dataset that reads each WFDB record from disk on every access,
+per-record NumPy augmentation (two views), a DataLoader with 0 and 2 worker processes.
+Both: same model and initial weights, batch size, torch threads, optimiser and loss. Each
+measurement is one epoch of `--steps` batches over exactly `steps x batch` records, timed from
+creating the batch iterator to the last optimiser step, after a warm-up epoch of `--warmup` steps;
+the variants are interleaved `--repeats` times and the median is reported. `naive_samples_per_s`
+is the faster of the naive worker settings. Data: a synthetic PTB-XL of `--records` records,
+written and cached once under `--cache-dir`. Model width and batch sizes are those the sweeps
+train at `--scale` (sweeps/pretrain.yaml for pretraining, sweeps/scarcity.yaml for fine-tuning):
+`demo` (the default on CPU: cnn6 width 16, batches 128 / 64) or `paper` (the default on CUDA:
+width 64, batches 256 / 128); --width and --batch-size override them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from filelock import FileLock
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from bench.naive import WFDBDataset
+from ssrl.augment import build_augment
+from ssrl.data import ECGData, open_ptbxl, pretrain_rows, task_labels
+from ssrl.data.synth import write_synthetic
+from ssrl.models import build_encoder, build_head
+from ssrl.ssl import build_method
+from ssrl.train.finetuning import Classifier
+from ssrl.train.loop import Signals, autocast, batch_indices, check_finite, resolve_device
+from ssrl.tune.spec import load_sweep
+
+FS = 100
+TASKS = ("pretrain", "finetune")
+
+
+def bench_data(records: int, cache_dir: Path) -> ECGData:
+    """A synthetic PTB-XL of `records` records under cache_dir, written and cached once."""
+    root = cache_dir / f"bench-synthetic-{records}"
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root) + ".lock"):
+        if not (root / "SYNTHETIC").exists():
+            write_synthetic(root, n_records=records, seed=0)
+    return open_ptbxl(root, FS, cache_dir)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Clock:
+    """Seconds per stage of a step (CPU only: on CUDA the stages overlap, only the total counts)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.spent = device, {}
+        _sync(device)
+        self.t0 = self.t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        """Charge the time since the last lap to `name`."""
+        if self.device.type == "cpu":
+            now = time.perf_counter()
+            self.spent[name] = self.spent.get(name, 0.0) + now - self.t
+            self.t = now
+
+    def total(self) -> float:
+        """Seconds since the clock was made, after the device is done."""
+        _sync(self.device)
+        return time.perf_counter() - self.t0
+
+
+def _model(task: str, args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, Callable, torch.optim.Optimizer]:
+    """(module, its forward: SimCLR loss of two views or logits, AdamW); weights fixed by seed 0."""
+    torch.manual_seed(0)
+    enc = build_encoder(args.encoder, in_leads=12, **({"width": args.width} if args.width else {}))
+    if task == "pretrain":
+        net: nn.Module = build_method("simclr", enc).to(device)
+        fwd = net.loss
+    else:
+        net = Classifier(enc, build_head("linear", enc.out_dim, 5), frozen=False).to(device)
+        fwd = net
+    if args.compile:
+        net.encoder = torch.compile(net.encoder)
+    net.train()
+    return net, fwd, torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-3)
+
+
+def _step(device: torch.device, opt: torch.optim.Optimizer, loss_fn: Callable[..., torch.Tensor],
+          *inputs: torch.Tensor) -> float:
+    """One optimiser step on loss_fn(*inputs), as the loops take it."""
+    with autocast(device):
+        loss = loss_fn(*inputs).float()
+    check_finite(loss, 0)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.item()
+
+
+def _bce(model: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Multi-label fine-tuning loss of a classifier on a batch: (x, y) -> BCE of its logits."""
+    bce = nn.BCEWithLogitsLoss()
+    return lambda x, y: bce(model(x), y)
+
+
+def fast(task: str, data: ECGData, rows: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> dict:
+    """One timed epoch of the fast path: seconds per stage and samples/s."""
+    device = resolve_device(args.device)
+    _, fwd, opt = _model(task, args, device)
+    sig = Signals(data, rows, device)  # (n, 12, T) rows, resident on CUDA
+    y_t = torch.as_tensor(y, device=device)
+    augment = build_augment("simclr", FS)
+    gen, aug_gen = torch.Generator().manual_seed(0), torch.Generator(device=device).manual_seed(1)
+    loss_fn = fwd if task == "pretrain" else _bce(fwd)
+
+    def epoch(n_steps: int) -> Clock:
+        clock = Clock(device)
+        for idx in list(batch_indices(len(sig), args.batch_size, gen))[:n_steps]:
+            x = sig.get(idx)  # (B, 12, T) standardised float32
+            clock.lap("batch")
+            if task == "pretrain":
+                x1, x2 = augment(x, aug_gen), augment(x, aug_gen)
+                clock.lap("augment")
+                _step(device, opt, loss_fn, x1, x2)
+            else:
+                _step(device, opt, loss_fn, x, y_t[idx.to(device)])
+            clock.lap("model")
+        return clock
+
+    warm = epoch(args.warmup).total()
+    return _summary(epoch(args.steps), args, warm)
+
+
+def naive(task: str, data: ECGData, rows: np.ndarray, y: np.ndarray, args: argparse.Namespace,
+          workers: int) -> dict:
+    """One timed epoch of the reference-style loop with `workers` DataLoader processes."""
+    device = resolve_device(args.device)
+    _, fwd, opt = _model(task, args, device)
+    names = [data.record_names[r] for r in rows]
+    ds = WFDBDataset(data.root, names, data.mean, data.std, y=y, views=2 if task == "pretrain" else 0, fs=FS)
+    loss_fn = fwd if task == "pretrain" else _bce(fwd)
+
+    def epoch(n_steps: int) -> Clock:
+        part = ds if n_steps * args.batch_size >= len(ds) else Subset(ds, range(n_steps * args.batch_size))
+        clock = Clock(device)
+        loader = DataLoader(part, batch_size=args.batch_size, shuffle=True, num_workers=workers,
+                            drop_last=True, generator=torch.Generator().manual_seed(0))
+        for batch in loader:
+            clock.lap("data")
+            _step(device, opt, loss_fn, *(t.to(device) for t in batch))  # (x1, x2) or (x, y)
+            clock.lap("model")
+        return clock
+
+    warm = epoch(args.warmup).total()
+    return _summary(epoch(args.steps), args, warm)
+
+
+def _summary(clock: Clock, args: argparse.Namespace, warm: float) -> dict:
+    total = clock.total()
+    return {"samples_per_s": args.steps * args.batch_size / total, "seconds": total, "warmup_s": warm,
+            "ms_per_step": {k: 1e3 * v / args.steps for k, v in clock.spent.items()} or None}
+
+
+def _median(runs: list[dict]) -> dict:
+    """The run with the median samples/s, with every repeat's samples/s beside it."""
+    rates = [r["samples_per_s"] for r in runs]
+    mid = sorted(runs, key=lambda r: r["samples_per_s"])[(len(runs) - 1) // 2]
+    return {**mid, "samples_per_s": statistics.median(rates), "repeats": rates}
+
+
+def task_rows(data: ECGData, task: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first n rows (and superdiagnostic targets) a task's epoch trains on."""
+    if task == "pretrain":
+        rows = pretrain_rows(data)
+        y = np.zeros((len(rows), 5), dtype=np.float32)
+    else:
+        train = task_labels(data, "superdiagnostic").split("train")
+        rows, y = train.rows, train.y.astype(np.float32)
+    if len(rows) < n:
+        raise SystemExit(f"error: {task} needs {n} records (steps x batch size); raise --records")
+    return rows[:n], y[:n]
+
+
+def task_settings(args: argparse.Namespace, device: torch.device) -> tuple[str, dict[str, argparse.Namespace]]:
+    """The scale, and per task the arguments with the width and batch size the sweeps use at that scale."""
+    scale = args.scale or ("paper" if device.type == "cuda" else "demo")
+    train = {"pretrain": load_sweep("pretrain", scale).train, "finetune": load_sweep("scarcity", scale).train}
+    return scale, {task: argparse.Namespace(**{**vars(args), "width": args.width or int(t.get("encoder_width", 0)),
+                                              "batch_size": args.batch_size or int(t["batch_size"])})
+                   for task, t in train.items()}
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Every task and variant, interleaved `repeats` times; the median per variant."""
+    torch.set_num_threads(args.threads)
+    data = bench_data(args.records, Path(args.cache_dir))
+    device = resolve_device(args.device)
+    scale, per_task = task_settings(args, device)
+    out: dict = {"device": str(device), "encoder": args.encoder}
+    for task in args.tasks:
+        targs = per_task[task]
+        rows, y = task_rows(data, task, max(targs.steps, targs.warmup) * targs.batch_size)
+        runs: dict[str, list[dict]] = {}
+        variants = [("fast", None)] + [(f"naive_workers{w}", w) for w in args.naive_workers]
+        for r in range(args.repeats):
+            for name, w in variants[r % len(variants):] + variants[:r % len(variants)]:  # rotate the order
+                one = fast(task, data, rows, y, targs) if w is None else naive(task, data, rows, y, targs, w)
+                runs.setdefault(name, []).append(one)
+            _log(task, runs)
+        res = {k: _median(runs[k]) for k, _ in variants}
+        best_naive = max((v["samples_per_s"] for k, v in res.items() if k != "fast"), default=float("nan"))
+        out[task] = {"samples_per_s": res["fast"]["samples_per_s"], "naive_samples_per_s": best_naive,
+                     "speedup": res["fast"]["samples_per_s"] / best_naive, "width": targs.width or "default",
+                     "batch_size": targs.batch_size, "variants": res}
+    out["settings"] = {"scale": scale, "steps": args.steps,
+                       "warmup": args.warmup, "repeats": args.repeats, "threads": args.threads,
+                       "naive_workers": args.naive_workers, "records": args.records, "compile": args.compile,
+                       "torch": torch.__version__, "cpu_count": os.cpu_count(),
+                       "load_avg_1m_at_end": round(os.getloadavg()[0], 2)}
+    return out
+
+
+def _log(task: str, runs: dict[str, list[dict]]) -> None:
+    last = ", ".join(f"{k} {v[-1]['samples_per_s']:.1f}" for k, v in runs.items())
+    print(f"{task}: {last} samples/s (load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The benchmark's command line."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--encoder", default="cnn6")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    p.add_argument("--scale", choices=["demo", "paper"], help="width and batch sizes of the sweeps at this scale "
+                   "(default: demo on CPU, paper on CUDA)")
+    p.add_argument("--width", type=int, default=0, help="encoder width (default: the scale's)")
+    p.add_argument("--batch-size", type=int, default=0, help="batch size of both tasks (default: the scale's)")
+    p.add_argument("--steps", type=int, default=3, help="timed steps (one epoch of steps x batch records)")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=1, help="interleaved repeats; the median is reported")
+    p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads for both paths")
+    p.add_argument("--naive-workers", type=int, nargs="*", default=[0, 2],
+                   help="DataLoader num_workers of the naive loop to try (none: fast path only)")
+    p.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    p.add_argument("--records", type=int, default=1000)
+    p.add_argument("--cache-dir", default=os.environ.get("SSRL_CACHE_DIR") or "/tmp/ssrl-bench")
+    p.add_argument("--compile", action="store_true", help="torch.compile the encoder in both paths")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run and print JSON or a short table."""
+    args = parse_args(argv)
+    out = run(args)
+    if args.json:
+        print(json.dumps(out, indent=1))
+        return 0
+    for task in args.tasks:
+        r = out[task]
+        print(f"{task}: fast {r['samples_per_s']:.1f} samples/s, naive {r['naive_samples_per_s']:.1f} "
+              f"samples/s ({r['speedup']:.1f}x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

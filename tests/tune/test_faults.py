@@ -1,0 +1,271 @@
+"""Faults a sweep survives: failing and diverging trials, a driver killed with SIGKILL, torn writes."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from ssrl.tune import runner
+
+REPO = Path(__file__).resolve().parents[2]
+SECRETS = {"AWS_SECRET_ACCESS_KEY": "aws-SECRET-4711", "MLFLOW_TRACKING_PASSWORD": "mlflow-SECRET-4711"}
+
+
+def write_sweeps(dest: Path, **edits: dict) -> Path:
+    """A copy of sweeps/ with dotted keys replaced, e.g. scarcity={"scales.smoke.seeds": [1]}."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for src in (REPO / "sweeps").glob("*.yaml"):
+        raw = yaml.safe_load(src.read_text())
+        for dotted, value in edits.get(src.stem, {}).items():
+            *parents, last = dotted.split(".")
+            node = raw
+            for key in parents:
+                node = node.setdefault(key, {})
+            node[last] = value
+        (dest / src.name).write_text(yaml.safe_dump(raw))
+    return dest
+
+
+def _runs(client: MlflowClient, results: dict, stage: str) -> list:
+    exp = client.get_experiment_by_name(f"ssrl-{results['sweep']}")
+    return client.search_runs([exp.experiment_id], max_results=1000,
+                              filter_string=f"tags.ssrl_run = '{results['run_id']}' and tags.stage = '{stage}'")
+
+
+# --- a trial that raises (its loss turns NaN), and a pretraining that does ----------------------------
+
+DIVERGED = "ssrl.train.loop.TrainingDiverged: loss became nan in epoch 1; lower the learning rate"
+
+
+def test_failed_pretraining_comes_back_as_an_error_not_a_crash(tmp_path, monkeypatch):
+    """ensure_pretrained turns a pretraining trial that failed after its retries into {method, seed, error}."""
+    from types import SimpleNamespace
+
+    from ssrl.config import to_dict
+    from ssrl.tune import stages
+    from ssrl.tune.spec import load_sweep
+
+    spec = load_sweep("pretrain", "smoke")
+    data = SimpleNamespace(root="/data", sampling_rate=100, fingerprint="f" * 64, name="synthetic")
+    cfg = stages.pretrain_config(spec, "simclr", spec.seeds[0], data)
+    failed = SimpleNamespace(config={"job": json.dumps(to_dict(cfg))}, checkpoint=None, metrics={"epoch": 1},
+                             error=RuntimeError(f"Failure # 2\n{DIVERGED}"))
+    monkeypatch.setattr(stages, "_run", lambda *args, **kwargs: [failed])
+    ctx = stages.Context(storage=str(tmp_path), run_id="r", dataset=data, cpus=1, gpus=0, max_concurrent=None,
+                         resume=False)
+    assert stages.ensure_pretrained(ctx, spec, ("simclr",)) == [{"method": "simclr", "seed": cfg.seed,
+                                                                 "error": DIVERGED}]
+    assert not list(tmp_path.rglob("DONE"))  # nothing published
+
+
+def test_failed_trials_are_retried_then_recorded_and_the_sweep_goes_on(ray_session, synth_root, cache_dir, tmp_path,
+                                                                       monkeypatch, capfd):
+    """random_frozen diverges (lr 1e30): retried max_failures times, then recorded failed with the reason.
+    The pretraining failed too (as the test above shows it reported), so ssl_frozen is recorded failed
+    without running. supervised completes."""
+    from ssrl.tune import stages
+
+    monkeypatch.setattr(stages, "ensure_pretrained", lambda ctx, spec, methods: [
+        {"method": "simclr", "seed": spec.seeds[0], "error": DIVERGED}])
+    sweeps = write_sweeps(tmp_path / "sweeps", scarcity={
+        "scales.smoke.tracks": ["supervised", "random_frozen", "ssl_frozen"],
+        "scales.smoke.fractions": [1.0],
+        "scales.smoke.seeds": [42],
+        "scales.smoke.track_train": {"random_frozen": {"lr": 1.0e30, "weight_decay": 1.0}},
+        "scales.smoke.resources.max_failures": 1,
+    })
+    for k, v in SECRETS.items():
+        monkeypatch.setenv(k, v)
+    out, storage = tmp_path / "out", tmp_path / "storage"
+    res = runner.run_sweep(runner.LaunchOptions(sweep="scarcity", scale="smoke", data_root=str(synth_root),
+                                                out=str(out), storage=str(storage), sweeps_dir=str(sweeps),
+                                                max_concurrent=2))
+    printed = capfd.readouterr()
+    assert json.loads((out / "scarcity" / "results.json").read_text()) == json.loads(json.dumps(res))
+    cells = {c["track"]: c for c in res["cells"]}
+    assert (res["n_runs"], res["n_failed"]) == (3, 2)
+    assert cells["supervised"]["seeds"] == [42] and cells["supervised"]["n_failed"] == 0
+    for track, reason in (("random_frozen", "loss became nan"), ("ssl_frozen", "pretraining simclr failed")):
+        (failed,) = cells[track]["failed"]
+        assert cells[track]["seeds"] == [] and failed["seed"] == 42 and reason in failed["error"], failed
+    assert "TrainingDiverged" in cells["ssl_frozen"]["failed"][0]["error"]
+    assert "3 runs, 2 failed" in printed.out
+    # retried as configured: max_failures=1 is two attempts, both in the trial's error file
+    (error,) = storage.glob(f"scarcity-{res['run_id']}-eval/*/error.txt")
+    assert error.read_text().count("Failure # ") == 2, error.read_text()[-3000:]
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow.db")
+    evals = _runs(client, res, "eval")
+    assert len(evals) == 2 and len({r.data.tags["trial_key"] for r in evals}) == 2
+    for r in evals:
+        if r.data.tags["track"] == "supervised":
+            assert r.info.status == "FINISHED"
+        else:
+            assert r.info.status == "FAILED" and "loss became" in r.data.tags["error"]
+    (parent,) = _runs(client, res, "parent")
+    assert parent.info.status == "FINISHED"
+    # no secret from the environment lands in the store, the artifacts or the output
+    stored = b"".join(p.read_bytes() for p in out.rglob("*") if p.is_file())
+    for value in SECRETS.values():
+        assert value.encode() not in stored and value not in printed.out + printed.err
+
+
+# --- the driver killed with SIGKILL mid-sweep, then the same command with --resume --------------------
+
+
+def _launch_module():
+    """launch.py imported from the checkout (it is a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("ssrl_launch", REPO / "launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _finished(experiment: Path) -> dict[str, bytes]:
+    """Trials of a Tune experiment whose last result is final: {trial dir name: result.json bytes}."""
+    out = {}
+    for path in experiment.glob("*/result.json"):
+        data = path.read_bytes()
+        lines = data.strip().splitlines()
+        if lines and json.loads(lines[-1]).get("done"):
+            out[path.parent.name] = data
+    return out
+
+
+def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"the sweep ended (rc {proc.returncode}) before {what}:\n{log.read_text()[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}" + (f":\n{log.read_text()[-3000:]}" if log else ""))
+        time.sleep(0.25)
+    return value
+
+
+def test_driver_killed_with_sigkill_resumes_only_what_was_unfinished(ray_session, synth_root, cache_dir, tmp_path):
+    """launch.py joins the session's Ray (as it joins a cluster with --address), is killed with SIGKILL once
+    a trial finished, and the same command with --resume finishes the rest (here in-process)."""
+    import ray
+
+    sweeps = write_sweeps(tmp_path / "sweeps", scarcity={
+        "scales.smoke.tracks": ["supervised", "random_frozen"],
+        "scales.smoke.fractions": [1.0],
+        "scales.smoke.seeds": [42, 52],
+        "track_train": {"random_frozen": {"lr": 0.01}},
+    })
+    out, storage = tmp_path / "out", tmp_path / "storage"
+    args = ["--sweep", "scarcity", "--scale", "smoke", "--data-root", str(synth_root), "--out", str(out),
+            "--storage", str(storage), "--sweeps-dir", str(sweeps),
+            "--address", ray.get_runtime_context().gcs_address]
+    log = tmp_path / "driver.log"
+    with log.open("w") as f:
+        proc = subprocess.Popen([sys.executable, "launch.py", *args], cwd=REPO, stdout=f, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        state = out / "scarcity" / "state.json"
+        _wait(state.exists, 240, "state.json", proc, log)
+        run_id = json.loads(state.read_text())["run_id"]
+        experiment = storage / f"scarcity-{run_id}-eval"
+        _wait(lambda: _finished(experiment), 300, "a finished trial", proc, log)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        done_before = _finished(experiment)  # what finished up to the kill
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    # Ray ends the dead driver's trial actors; wait until their CPUs are back
+    _wait(lambda: ray.available_resources().get("CPU", 0) >= ray.cluster_resources()["CPU"], 60,
+          "the killed driver's trials to end")
+    assert 1 <= len(done_before) < 4, "the kill must land while trials are unfinished"
+    assert not (out / "scarcity" / "results.json").exists()
+
+    argv = _launch_module().parse_args([*args, "--resume"])  # the same command line, plus --resume
+    res = runner.run_sweep(runner.LaunchOptions(**vars(argv)))
+
+    assert res["run_id"] == run_id and (res["n_runs"], res["n_failed"]) == (4, 0)
+    assert all(c["seeds"] == [42, 52] for c in res["cells"])
+    after = _finished(experiment)
+    assert len(after) == 4 and len(list(experiment.glob("*/result.json"))) == 4
+    for name, data in done_before.items():  # trials finished before the kill did not run again
+        assert after[name] == data, f"{name} ran again after --resume"
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow.db")
+    exp = client.get_experiment_by_name("ssrl-scarcity")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    assert {r.data.tags.get("ssrl_run") for r in runs} == {run_id}
+    assert [r.data.tags["stage"] for r in runs].count("parent") == 1
+    evals = [r for r in runs if r.data.tags["stage"] == "eval"]
+    assert len(evals) == 4 and len({r.data.tags["trial_key"] for r in evals}) == 4
+    assert all(r.info.status == "FINISHED" for r in runs), [(r.data.tags["stage"], r.info.status) for r in runs]
+    for r in evals:
+        steps = [m.step for m in client.get_metric_history(r.info.run_id, "val_score")]
+        assert steps == sorted(set(steps)) and steps[0] == 1, (r.data.tags["trial_key"], steps)
+
+
+def test_an_interrupted_stage_stops_the_sweep_instead_of_recording_failures(monkeypatch, tmp_path):
+    """Ctrl-C makes Tune save and return early; the stage must raise, not hand back unfinished trials."""
+    from types import SimpleNamespace
+
+    from ssrl.tune import stages
+
+    class Interrupted:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def fit(self):
+            trials = [SimpleNamespace(status="TERMINATED"), SimpleNamespace(status="PENDING")]
+            return SimpleNamespace(_experiment_analysis=SimpleNamespace(trials=trials))
+
+    monkeypatch.setattr(stages.tune, "Tuner", Interrupted)
+    ctx = stages.Context(storage=str(tmp_path), run_id="r", dataset=None, cpus=1, gpus=0, max_concurrent=None,
+                         resume=False)
+    with pytest.raises(KeyboardInterrupt, match="1 trials unfinished"):
+        stages._run(ctx, "x-r-eval", lambda config: None, {}, {"cpu": 1}, stages.tune.TuneConfig(), "eval")
+
+
+# --- an interrupted write leaves the old file or the new one, never a torn one ---------------------------
+
+WRITER = """
+import sys, torch
+from pathlib import Path
+from ssrl.report import write_json_atomic
+from ssrl.train.loop import atomic_torch_save
+out = Path(sys.argv[1])
+results, state = {"per_seed": list(range(300_000))}, {"w": torch.randn(3_000_000)}
+for i in range(1, 10**9):
+    results["i"] = state["i"] = i
+    write_json_atomic(out / "results.json", results)
+    atomic_torch_save(state, out / "state.pt")
+    if i == 1:
+        print("ready", flush=True)
+"""
+
+
+def test_sigkill_mid_write_leaves_complete_results_and_checkpoint(tmp_path):
+    """A process rewriting results.json (2 MB) and state.pt (12 MB) in a loop is killed mid-loop."""
+    import torch
+
+    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        time.sleep(0.6)  # several writes of each file in, most likely in the middle of one
+    finally:
+        proc.kill()
+        proc.wait()
+    results = json.loads((tmp_path / "results.json").read_text())
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    assert len(results["per_seed"]) == 300_000 and state["w"].shape == (3_000_000,)
+    assert abs(results["i"] - int(state["i"])) <= 1  # both files are whole versions of one of the last steps
