@@ -36,8 +36,15 @@ def ray_session(request, tmp_path_factory):
     old = os.environ.get("RAY_TMPDIR")
     os.environ["RAY_TMPDIR"] = str(ray_tmp)
     os.environ.pop("RAY_ADDRESS", None)  # never attach to someone else's cluster
-    ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=str(ray_tmp),
-             log_to_driver=False, configure_logging=False)
+    for attempt in range(3):  # Ray waits a hard-coded 30 s for its raylet; a loaded 2-core runner can miss that
+        try:
+            ray.init(address="local", num_cpus=2, include_dashboard=False, _temp_dir=str(ray_tmp),
+                     log_to_driver=False, configure_logging=False)
+            break
+        except Exception as e:  # noqa: BLE001 - Ray raises a bare Exception for a slow start
+            ray.shutdown()
+            if "timed out during startup" not in str(e) or attempt == 2:
+                raise
     try:
         yield SimpleNamespace(storage=str(storage), tmp=ray_tmp)
     finally:
