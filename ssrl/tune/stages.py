@@ -16,7 +16,7 @@ from ray import tune
 from ssrl.config import PretrainConfig, from_dict, to_dict
 from ssrl.tune.search import GroupedASHA, GroupedOptunaSearch, best_config_per_group
 from ssrl.tune.spec import N_CLASSES, Cell, SweepSpec
-from ssrl.tune.trainables import METRIC, finetune_trainable, pretrain_trainable
+from ssrl.tune.trainables import METRIC, finetune_trainable, pretrain_trainable, resilient
 
 # Settings that say where and how to run, not what is learnt: left out of the reuse key.
 _NOT_IN_KEY = ("data_root", "cache_dir", "device")
@@ -63,7 +63,7 @@ def _run(ctx: Context, name: str, trainable: Callable, param_space: dict, resour
          tune_config: tune.TuneConfig, stage: str) -> tune.ResultGrid:
     """Run (or, with --resume, continue) one Tuner named `name` in the run storage."""
     path = _join(ctx.storage, name)
-    wrapped = tune.with_resources(trainable, resources)
+    wrapped = tune.with_resources(resilient(trainable), resources)
     if ctx.resume and tune.Tuner.can_restore(path):
         tuner = tune.Tuner.restore(path, wrapped, resume_unfinished=True, resume_errored=True)
     else:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 import os
+import posixpath
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
 from filelock import FileLock
 from ray import tune
 
@@ -31,6 +34,41 @@ def _clean(metrics: dict[str, Any]) -> dict[str, Any]:
         elif isinstance(v, (int, float)):
             out[k] = v
     return out
+
+
+class NewestCheckpoint:
+    """Trainable mixin: restore from the trial's next checkpoint when the recorded one is gone.
+
+    Tune deletes a trial's previous checkpoint when it registers a new one (num_to_keep) and saves
+    the experiment state just after. A driver killed in between leaves that state naming the deleted
+    checkpoint, and Tune would fail the trial on --resume. The next checkpoint in the trial's folder
+    was registered, so it is complete: the trial continues from it.
+    """
+
+    def restore(self, checkpoint_path: Any) -> Any:
+        """Trainable.restore, with a missing checkpoint replaced by the next one on storage."""
+        ckpt = getattr(checkpoint_path, "checkpoint", None)
+        newer = _next_checkpoint(ckpt) if ckpt is not None else None
+        if newer is not None:
+            checkpoint_path = type(checkpoint_path)(checkpoint=newer, metrics=checkpoint_path.metrics)
+        return super().restore(checkpoint_path)
+
+
+def _next_checkpoint(ckpt: tune.Checkpoint) -> tune.Checkpoint | None:
+    """The oldest checkpoint_* after ckpt in its trial folder, when ckpt no longer exists."""
+    fs, path = ckpt.filesystem, ckpt.path.rstrip("/")
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        return None
+    parent, name = posixpath.split(path)
+    later = sorted(i.base_name for i in fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
+                   if i.type == pafs.FileType.Directory and i.base_name.startswith("checkpoint_") and i.base_name > name)
+    return tune.Checkpoint(posixpath.join(parent, later[0]), filesystem=fs) if later else None
+
+
+def resilient(trainable: Callable) -> Callable:
+    """The function trainable with NewestCheckpoint mixed into the class Tune wraps it in."""
+    trainable.__mixins__ = (NewestCheckpoint,)  # read by ray.tune's wrap_function
+    return trainable
 
 
 def _restore(work: Path) -> None:

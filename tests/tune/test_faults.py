@@ -214,6 +214,32 @@ def test_driver_killed_with_sigkill_resumes_only_what_was_unfinished(ray_session
         assert steps == sorted(set(steps)) and steps[0] == 1, (r.data.tags["trial_key"], steps)
 
 
+def test_restore_takes_the_next_checkpoint_when_the_recorded_one_was_replaced(tmp_path):
+    """The window the SIGKILL test can hit: Tune deleted checkpoint 2 for 3, the driver died before saving
+    that. The trial restores from 3 (registered, so complete), not 4 (a copy that may be cut short)."""
+    from types import SimpleNamespace
+
+    from ray import tune
+
+    from ssrl.tune.trainables import NewestCheckpoint
+
+    class Base:
+        def restore(self, checkpoint_path):
+            return checkpoint_path
+
+    class Trial(NewestCheckpoint, Base):
+        pass
+
+    trial = tmp_path / "trial_0"
+    for i in (1, 3, 4):
+        (trial / f"checkpoint_00000{i}").mkdir(parents=True)
+    recorded = SimpleNamespace(checkpoint=tune.Checkpoint(str(trial / "checkpoint_000002")), metrics={"epoch": 2})
+    restored = Trial().restore(recorded)
+    assert Path(restored.checkpoint.path).name == "checkpoint_000003" and restored.metrics == {"epoch": 2}
+    present = SimpleNamespace(checkpoint=tune.Checkpoint(str(trial / "checkpoint_000001")), metrics={})
+    assert Trial().restore(present) is present  # an existing checkpoint is used as recorded
+
+
 def test_an_interrupted_stage_stops_the_sweep_instead_of_recording_failures(monkeypatch, tmp_path):
     """Ctrl-C makes Tune save and return early; the stage must raise, not hand back unfinished trials."""
     from types import SimpleNamespace
