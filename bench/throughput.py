@@ -13,10 +13,14 @@ measurement is one epoch of `--steps` batches over exactly `steps x batch` recor
 creating the batch iterator to the last optimiser step, after a warm-up epoch of `--warmup` steps;
 the variants are interleaved `--repeats` times and the median is reported. `naive_samples_per_s`
 is the faster of the naive worker settings. Data: a synthetic PTB-XL of `--records` records,
-written and cached once under `--cache-dir`. Model width and batch sizes are those the sweeps
-train at `--scale` (sweeps/pretrain.yaml for pretraining, sweeps/scarcity.yaml for fine-tuning):
-`demo` (the default on CPU: cnn6 width 16, batches 128 / 64) or `paper` (the default on CUDA:
-width 64, batches 256 / 128); --width and --batch-size override them.
+written and cached once under `--cache-dir`.
+
+Model width and batch sizes are those the sweeps train at `--scale` (sweeps/pretrain.yaml for
+pretraining, sweeps/scarcity.yaml for fine-tuning): `demo` (the default on CPU: cnn6 width 16,
+batches 128 / 64) or `paper` (the default on CUDA: width 64, batches 256 / 128); --width and
+--batch-size override them. OMP_WAIT_POLICY defaults to PASSIVE (export it to override): with
+OpenMP's default spinning, 2-thread steps run several times slower whenever other work shares
+the cores, for both paths alike (docs/RESULTS.md, performance).
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP; see the docstring
+
+import numpy as np  # noqa: E402
 import torch
 from filelock import FileLock
 from torch import nn
@@ -233,6 +239,7 @@ def run(args: argparse.Namespace) -> dict:
                        "warmup": args.warmup, "repeats": args.repeats, "threads": args.threads,
                        "naive_workers": args.naive_workers, "records": args.records, "compile": args.compile,
                        "torch": torch.__version__, "cpu_count": os.cpu_count(),
+                       "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                        "load_avg_1m_at_end": round(os.getloadavg()[0], 2)}
     return out
 
