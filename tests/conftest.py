@@ -94,3 +94,26 @@ def smoke_runs(ray_session, synth_root, cache_dir, tmp_path_factory):
                              storage=ray_session.storage + f"/{out.name}", max_concurrent=2)
         results[sweep] = run_sweep(opts)
     return SimpleNamespace(out=out, results=results, storage=ray_session.storage + f"/{out.name}")
+
+
+@pytest.fixture
+def edited_sweeps(tmp_path):
+    """edited_sweeps(scarcity={"scales.smoke.seeds": [1]}): a copy of sweeps/ with dotted keys replaced."""
+    import yaml
+
+    dest = tmp_path / "sweeps"
+
+    def write(**edits: dict) -> Path:
+        dest.mkdir(parents=True, exist_ok=True)
+        for src in (Path(__file__).resolve().parents[1] / "sweeps").glob("*.yaml"):
+            raw = yaml.safe_load(src.read_text())
+            for dotted, value in edits.get(src.stem, {}).items():
+                *parents, last = dotted.split(".")
+                node = raw
+                for key in parents:
+                    node = node.setdefault(key, {})
+                node[last] = value
+            (dest / src.name).write_text(yaml.safe_dump(raw))
+        return dest
+
+    return write

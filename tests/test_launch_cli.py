@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 OLD = b'{"sweep": "scarcity", "kept": true}\n'
@@ -71,21 +70,6 @@ def small_root(tmp_path_factory):
     return root
 
 
-def write_sweeps(dest: Path, **edits: dict) -> Path:
-    """A copy of sweeps/ with dotted keys replaced, e.g. scarcity={"scales.smoke.seeds": [1]}."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for src in (REPO / "sweeps").glob("*.yaml"):
-        raw = yaml.safe_load(src.read_text())
-        for dotted, value in edits.get(src.stem, {}).items():
-            *parents, last = dotted.split(".")
-            node = raw
-            for key in parents:
-                node = node.setdefault(key, {})
-            node[last] = value
-        (dest / src.name).write_text(yaml.safe_dump(raw))
-    return dest
-
-
 def _tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
@@ -138,9 +122,12 @@ def test_bad_arguments(launch, capsys, out, argv, expect):
     ({"scales.smoke.seeds": [42, 42]}, "without repeats"),
     ({"scales.smoke.resources.max_failures": -1}, "max_failures=-1 must be positive"),
     ({"scales.smoke.tracks": ["supervised", "ssl_finetun"]}, "track 'ssl_finetun' is unknown"),
+    ({"scales.smoke.resources.cpus_per_trial": "two"}, "cpus_per_trial='two' must be a number"),
+    ({"scales.smoke.resources.checkpoint_every": 2.5}, "checkpoint_every=2.5 must be a whole number"),
+    ({"scales.smoke.search.samples_per_group": True}, "samples_per_group=True must be a whole number"),
 ])
-def test_bad_sweep_file(launch, capsys, out, synth_root, tmp_path, edits, expect, smoke):
-    sweeps = write_sweeps(tmp_path / "sweeps", scarcity=edits)
+def test_bad_sweep_file(edited_sweeps, launch, capsys, out, synth_root, edits, expect, smoke):
+    sweeps = edited_sweeps(scarcity=edits)
     line = refused(launch, capsys, out, smoke("scarcity", out, synth_root, "--sweeps-dir", str(sweeps)), expect)
     assert "scarcity.yaml" in line
 
@@ -150,8 +137,8 @@ def test_missing_sweeps_dir(launch, capsys, out, synth_root, tmp_path, smoke):
             "cannot read sweep file")
 
 
-def test_n_per_class_larger_than_a_class_holds(launch, capsys, out, synth_root, cache_dir, tmp_path, smoke):
-    sweeps = write_sweeps(tmp_path / "sweeps", fewshot={"scales.smoke.conditions": [
+def test_n_per_class_larger_than_a_class_holds(edited_sweeps, launch, capsys, out, synth_root, cache_dir, smoke):
+    sweeps = edited_sweeps(fewshot={"scales.smoke.conditions": [
         {"track": "scratch", "n": 10}, {"track": "scratch", "n": 5000}]})
     line = refused(launch, capsys, out, smoke("fewshot", out, synth_root, "--sweeps-dir", str(sweeps)),
                    "scratch@N5000 needs 1000 train records per class")
@@ -205,9 +192,9 @@ def test_sampling_rate_without_records(launch, capsys, out, small_root, smoke):
 # --- checkpoints, out dir, tracking, resume -----------------------------------------------------------
 
 
-def test_sweep_that_finetunes_another_encoder_than_it_pretrains(launch, capsys, out, synth_root, cache_dir,
-                                                                 tmp_path, smoke):
-    sweeps = write_sweeps(tmp_path / "sweeps", scarcity={"scales.smoke.train.encoder_width": 16})
+def test_sweep_that_finetunes_another_encoder_than_it_pretrains(edited_sweeps, launch, capsys, out, synth_root,
+                                                                 cache_dir, tmp_path, smoke):
+    sweeps = edited_sweeps(scarcity={"scales.smoke.train.encoder_width": 16})
     refused(launch, capsys, out, smoke("scarcity", out, synth_root, "--sweeps-dir", str(sweeps)),
             "fine-tunes encoder 'cnn6' width 16, but")
 

@@ -139,6 +139,7 @@ def run_sweep(opts: LaunchOptions) -> dict[str, Any]:
     state.update(scale=scale, fingerprint=dataset.fingerprint, sweep=spec.name)
     _ray_init(opts.address)
     cpus, gpus = _fit_resources(opts, spec)
+    pre_cpus, pre_gpus = _fit_resources(opts, pre_spec) if pre_spec is not None else (cpus, gpus)
     tags = {"sweep": spec.name, "scale": scale, "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint,
             "git_commit": git_commit(), "tracking_uri": redact(uri)}
     tracker = Tracker(client, f"ssrl-{spec.name}", state["run_id"], state.get("parent_run_id"), tags)
@@ -147,7 +148,7 @@ def run_sweep(opts: LaunchOptions) -> dict[str, Any]:
     ctx = stages.Context(storage=storage, run_id=state["run_id"], dataset=dataset, cpus=cpus, gpus=gpus,
                          max_concurrent=opts.max_concurrent, resume=opts.resume,
                          callbacks=lambda stage: [TrialLogger(tracker, stage)],
-                         max_failures=spec.resources.max_failures)
+                         max_failures=spec.resources.max_failures, pretrain_cpus=pre_cpus, pretrain_gpus=pre_gpus)
     try:
         results = _stages(ctx, spec, pre_spec, state, out_dir)
     except BaseException as e:

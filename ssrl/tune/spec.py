@@ -201,7 +201,10 @@ def _typed(cls: type, d: dict, where: str) -> dict:
         elif isinstance(default, bool):
             out[k] = bool(v)
         else:
-            out[k] = type(default)(v)
+            kind = float if cls.__dataclass_fields__[k].type == "float" else int
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and v != int(v)):
+                raise ConfigError(f"{where}.{k}={v!r} must be {'a number' if kind is float else 'a whole number'}")
+            out[k] = kind(v)
             if out[k] < 0 or (out[k] == 0 and k not in ("gpus_per_trial", "cpus_per_trial", "seed", "max_failures")):
                 raise ConfigError(f"{where}.{k}={v!r} must be positive")
     return out

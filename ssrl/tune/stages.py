@@ -35,6 +35,8 @@ class Context:
     resume: bool
     callbacks: Callable[[str], list] = field(default=lambda stage: [])
     max_failures: int = 2
+    pretrain_cpus: float | None = None  # pretraining trials' own resources (sweeps/pretrain.yaml); None: cpus
+    pretrain_gpus: float | None = None
 
 
 def _fs(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -131,7 +133,9 @@ def ensure_pretrained(ctx: Context, spec: SweepSpec, methods: tuple[str, ...]) -
                  spec.resources.checkpoint_every, "dataset": ctx.dataset.name,
                  "dataset_fingerprint": ctx.dataset.fingerprint,
                  "job": tune.grid_search([json.dumps(to_dict(c), sort_keys=True) for c, _ in todo])}
-        grid = _run(ctx, f"pretrain-{ctx.run_id}", _pretrain_job, space, _resources(ctx),
+        resources = {"cpu": ctx.cpus if ctx.pretrain_cpus is None else ctx.pretrain_cpus,
+                     "gpu": ctx.gpus if ctx.pretrain_gpus is None else ctx.pretrain_gpus}
+        grid = _run(ctx, f"pretrain-{ctx.run_id}", _pretrain_job, space, resources,
                     tune.TuneConfig(max_concurrent_trials=ctx.max_concurrent, reuse_actors=True), "pretrain")
         for result in grid:
             cfg = from_dict(PretrainConfig, json.loads(result.config["job"]))

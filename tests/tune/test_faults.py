@@ -13,28 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
 from ssrl.tune import runner
 
 REPO = Path(__file__).resolve().parents[2]
 SECRETS = {"AWS_SECRET_ACCESS_KEY": "aws-SECRET-4711", "MLFLOW_TRACKING_PASSWORD": "mlflow-SECRET-4711"}
-
-
-def write_sweeps(dest: Path, **edits: dict) -> Path:
-    """A copy of sweeps/ with dotted keys replaced, e.g. scarcity={"scales.smoke.seeds": [1]}."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for src in (REPO / "sweeps").glob("*.yaml"):
-        raw = yaml.safe_load(src.read_text())
-        for dotted, value in edits.get(src.stem, {}).items():
-            *parents, last = dotted.split(".")
-            node = raw
-            for key in parents:
-                node = node.setdefault(key, {})
-            node[last] = value
-        (dest / src.name).write_text(yaml.safe_dump(raw))
-    return dest
 
 
 def _runs(client: MlflowClient, results: dict, stage: str) -> list:
@@ -69,8 +53,8 @@ def test_failed_pretraining_comes_back_as_an_error_not_a_crash(tmp_path, monkeyp
     assert not list(tmp_path.rglob("DONE"))  # nothing published
 
 
-def test_failed_trials_are_retried_then_recorded_and_the_sweep_goes_on(ray_session, synth_root, cache_dir, tmp_path,
-                                                                       monkeypatch, capfd):
+def test_failed_trials_are_retried_then_recorded_and_the_sweep_goes_on(edited_sweeps, ray_session, synth_root,
+                                                                       cache_dir, tmp_path, monkeypatch, capfd):
     """random_frozen diverges (lr 1e30): retried max_failures times, then recorded failed with the reason.
     The pretraining failed too (as the test above shows it reported), so ssl_frozen is recorded failed
     without running. supervised completes."""
@@ -78,7 +62,7 @@ def test_failed_trials_are_retried_then_recorded_and_the_sweep_goes_on(ray_sessi
 
     monkeypatch.setattr(stages, "ensure_pretrained", lambda ctx, spec, methods: [
         {"method": "simclr", "seed": spec.seeds[0], "error": DIVERGED}])
-    sweeps = write_sweeps(tmp_path / "sweeps", scarcity={
+    sweeps = edited_sweeps(scarcity={
         "scales.smoke.tracks": ["supervised", "random_frozen", "ssl_frozen"],
         "scales.smoke.fractions": [1.0],
         "scales.smoke.seeds": [42],
@@ -154,12 +138,13 @@ def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen | None = 
     return value
 
 
-def test_driver_killed_with_sigkill_resumes_only_what_was_unfinished(ray_session, synth_root, cache_dir, tmp_path):
+def test_driver_killed_with_sigkill_resumes_only_what_was_unfinished(edited_sweeps, ray_session, synth_root, cache_dir,
+                                                                     tmp_path):
     """launch.py joins the session's Ray (as it joins a cluster with --address), is killed with SIGKILL once
     a trial finished, and the same command with --resume finishes the rest (here in-process)."""
     import ray
 
-    sweeps = write_sweeps(tmp_path / "sweeps", scarcity={
+    sweeps = edited_sweeps(scarcity={
         "scales.smoke.tracks": ["supervised", "random_frozen"],
         "scales.smoke.fractions": [1.0],
         "scales.smoke.seeds": [42, 52],
@@ -295,3 +280,18 @@ def test_sigkill_mid_write_leaves_complete_results_and_checkpoint(tmp_path):
     state = torch.load(tmp_path / "state.pt", weights_only=True)
     assert len(results["per_seed"]) == 300_000 and state["w"].shape == (3_000_000,)
     assert abs(results["i"] - int(state["i"])) <= 1  # both files are whole versions of one of the last steps
+
+
+def test_a_failed_save_keeps_the_old_file_and_leaves_no_temp(tmp_path):
+    """torch.save raising (here: an object it cannot pickle) leaves state.pt as it was and no temp file."""
+    import threading
+
+    import torch
+
+    from ssrl.train.loop import atomic_torch_save
+
+    atomic_torch_save({"i": 1}, tmp_path / "state.pt")
+    with pytest.raises(TypeError, match="pickle"):
+        atomic_torch_save({"i": 2, "lock": threading.Lock()}, tmp_path / "state.pt")
+    assert torch.load(tmp_path / "state.pt", weights_only=True) == {"i": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -83,8 +84,14 @@ def test_unknown_sweep_or_scale(sweep, scale, msg):
         load_sweep(sweep, scale)
 
 
+def test_fractional_resources_are_kept(edited_sweeps):
+    sweeps = edited_sweeps(scarcity={"scales.smoke.resources": {"cpus_per_trial": 0.5, "gpus_per_trial": 0.25}})
+    res = load_sweep("scarcity", "smoke", sweeps).resources
+    assert (res.cpus_per_trial, res.gpus_per_trial) == (0.5, 0.25)
+
+
 def test_every_scale_keeps_the_protocol_shape():
-    for scale in ("smoke", "demo", "paper"):
+    for scale in ("smoke", "demo", "cpu", "paper"):
         sc = load_sweep("scarcity", scale)
         assert {c.track for c in sc.cells} == {"supervised", "ssl_finetune", "ssl_frozen", "random_frozen"}
         assert len({c.fraction for c in sc.cells}) >= 2
@@ -98,3 +105,35 @@ def test_every_scale_keeps_the_protocol_shape():
     assert {c.n_labelled for c in demo.cells} == {70, 300}
     assert load_sweep("scarcity", "paper").search.enabled
     assert [c.fraction for c in load_sweep("scarcity", "paper").cells[::4]] == [0.01, 0.05, 0.1, 0.25, 1.0]
+
+
+def test_pretraining_inside_a_sweep_gets_the_resources_of_sweeps_pretrain(edited_sweeps, ray_session, synth_root,
+                                                                          cache_dir, tmp_path, monkeypatch):
+    """scarcity's trials take 1 CPU; the SimCLR run it starts first takes what pretrain.yaml gives it (2)."""
+    from ssrl.tune import runner, stages
+
+    seen = {}
+
+    def ensure_pretrained(ctx, spec, methods):
+        seen.update(cpus=ctx.cpus, pretrain_cpus=ctx.pretrain_cpus, pretrain_gpus=ctx.pretrain_gpus)
+        raise KeyboardInterrupt  # enough seen: stop the sweep here
+
+    def run(ctx, name, trainable, space, resources, tune_config, stage):
+        seen[stage] = resources
+        return []
+
+    sweeps = edited_sweeps(pretrain={"scales.smoke.resources.cpus_per_trial": 2})
+    opts = runner.LaunchOptions(sweep="scarcity", scale="smoke", data_root=str(synth_root), out=str(tmp_path / "out"),
+                                storage=str(tmp_path / "storage"), sweeps_dir=str(sweeps))
+    monkeypatch.setattr(stages, "ensure_pretrained", ensure_pretrained)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_sweep(opts)
+    assert seen == {"cpus": 1, "pretrain_cpus": 2, "pretrain_gpus": 0}
+
+    monkeypatch.undo()
+    monkeypatch.setattr(stages, "_run", run)
+    ctx = stages.Context(storage=str(tmp_path / "storage"), run_id="r", dataset=SimpleNamespace(
+        name="synthetic", fingerprint="f" * 64, root=str(synth_root), sampling_rate=100), cpus=1, gpus=0,
+        max_concurrent=None, resume=False, pretrain_cpus=2, pretrain_gpus=0.5)
+    assert stages.ensure_pretrained(ctx, load_sweep("pretrain", "smoke"), ("simclr",)) == []
+    assert seen["pretrain"] == {"cpu": 2, "gpu": 0.5}
