@@ -15,10 +15,7 @@ import argparse
 import asyncio
 import base64
 import json
-import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +23,9 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+
+from ssrl.tune import server
+from ssrl.tune.server import free_port, stop
 
 REPO = Path(__file__).resolve().parents[1]
 TRACKS = ("ssl_finetune", "supervised")
@@ -74,44 +74,14 @@ def compare_ids(uri: str, run_id: str, fraction: str) -> tuple[str, list[str]]:
     return exp.experiment_id, [r.info.run_id for r in runs]
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(uri: str, port: int, log: Path) -> subprocess.Popen:
-    """`mlflow server` (what `mlflow ui` runs) in its own process group, once /health answers."""
-    mlflow = Path(sys.executable).parent / "mlflow"
+    """`mlflow server` on 127.0.0.1, reachable as HOST from the browser, once /health answers."""
     hosts = ",".join(f"{h}:{port}" for h in ("127.0.0.1", "localhost", HOST))
-    cmd = [str(mlflow if mlflow.exists() else "mlflow"), "server", "--backend-store-uri", uri,
-           "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--allowed-hosts", hosts,
-           "--cors-allowed-origins", f"http://{HOST}:{port}"]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.5)
-    stop(proc)
-    sys.exit(f"error: mlflow server did not come up; see {log}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """Stop the server's process group by its pid."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    proc = server.start(uri, port, log, "--allowed-hosts", hosts, "--cors-allowed-origins", f"http://{HOST}:{port}")
+    if not server.wait_healthy(proc, port):
+        stop(proc)
+        sys.exit(f"error: mlflow server did not come up; see {log}")
+    return proc
 
 
 def compare_url(base: str, experiment_id: str, run_ids: list[str]) -> str:

@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pickle
 import re
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ssrl.tune import runner
+from ssrl.tune import runner, server
+from ssrl.tune.server import free_port
 from ssrl.tune.spec import Cell
 from ssrl.tune.tracking import Tracker, TrackingError, TrialLogger, connect, redact, scrub
 
@@ -223,18 +220,12 @@ def test_resume_adds_no_duplicate_runs(smoke_runs, synth_root):
 # --- the store's failure modes: unreachable, and a real server ---------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_unreachable_server_fails_in_seconds_with_one_line(tmp_path, synth_root):
     out = tmp_path / "runs"
     (out / "scarcity").mkdir(parents=True)
     old = out / "scarcity" / "results.json"
     old.write_text('{"kept": true}\n')
-    uri = f"http://bob:hunter2@127.0.0.1:{_free_port()}"
+    uri = f"http://bob:hunter2@127.0.0.1:{free_port()}"
     t0 = time.monotonic()
     with pytest.raises(TrackingError, match="cannot be reached"):
         connect(uri)
@@ -253,40 +244,21 @@ def test_unreachable_server_fails_in_seconds_with_one_line(tmp_path, synth_root)
 def _server_boot(tmp_path_factory):
     """A real `mlflow server` on 127.0.0.1 in its own process group, started with the module so that its
     boot (10-30 s on two busy cores) overlaps the other tests; stopped by its pid afterwards."""
-    folder, port = tmp_path_factory.mktemp("mlflow-server"), _free_port()
-    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{folder}/s.db",
-           "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-           "--workers", "1"]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with (folder / "server.log").open("w") as log:
-        proc = subprocess.Popen(cmd, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+    folder, port = tmp_path_factory.mktemp("mlflow-server"), free_port()
+    proc = server.start(f"sqlite:///{folder}/s.db", port, folder / "server.log",
+                        "--artifacts-destination", str(folder / "artifacts"), cwd=folder)
     try:
         yield SimpleNamespace(proc=proc, port=port, url=f"http://127.0.0.1:{port}", log=folder / "server.log")
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        server.stop(proc)
 
 
 @pytest.fixture
 def mlflow_server(_server_boot):
     """The module's server, once /health answers."""
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{_server_boot.url}/health", timeout=2) as r:
-                if r.status == 200:
-                    return _server_boot
-        except OSError:
-            pass
-        assert _server_boot.proc.poll() is None and time.monotonic() < deadline, _server_boot.log.read_text()[-2000:]
-        time.sleep(0.5)
+    boot = _server_boot
+    assert server.wait_healthy(boot.proc, boot.port), boot.log.read_text()[-2000:]
+    return boot
 
 
 def test_sweep_against_a_real_mlflow_server(smoke_runs, synth_root, mlflow_server, tmp_path, monkeypatch, capfd):
