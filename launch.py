@@ -9,6 +9,9 @@ from typing import NoReturn
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# Short trials that checkpoint every few epochs make Tune snapshot its experiment state often and
+# print a multi-line warning each time; on local or object storage that snapshot is cheap here.
+os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 
 
 class _Parser(argparse.ArgumentParser):
