@@ -67,7 +67,10 @@ def _run(ctx: Context, name: str, trainable: Callable, param_space: dict, resour
     path = _join(ctx.storage, name)
     wrapped = tune.with_resources(resilient(trainable), resources)
     if ctx.resume and tune.Tuner.can_restore(path):
-        tuner = tune.Tuner.restore(path, wrapped, resume_unfinished=True, resume_errored=True)
+        # Tune stores sample_from functions as placeholders and resolves them only from a param_space
+        # given again: without it, trials not generated before the stop get ("__fn_ph", id) values.
+        tuner = tune.Tuner.restore(path, wrapped, param_space=param_space, resume_unfinished=True,
+                                   resume_errored=True)
     else:
         run_config = tune.RunConfig(
             name=name, storage_path=ctx.storage, verbose=1, callbacks=ctx.callbacks(stage),
@@ -77,11 +80,24 @@ def _run(ctx: Context, name: str, trainable: Callable, param_space: dict, resour
         tuner = tune.Tuner(wrapped, param_space=param_space, tune_config=tune_config, run_config=run_config)
     grid = tuner.fit()
     # On Ctrl-C Tune saves the experiment and returns early; going on would record the trials it
-    # left as failed (and a cut-short search as chosen). Stop here instead: --resume continues them.
-    left = [t for t in grid._experiment_analysis.trials if t.status not in ("TERMINATED", "ERROR")]
-    if left:
-        raise KeyboardInterrupt(f"{name}: {len(left)} trials unfinished")
+    # left as failed or, when max_concurrent_trials held them back, not at all (and a cut-short
+    # search as chosen). Stop here instead: --resume continues them.
+    trials = grid._experiment_analysis.trials
+    done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
+    expected = max(len(trials), _planned_trials(param_space, tune_config))
+    if done < expected:
+        raise KeyboardInterrupt(f"{name}: {expected - done} trials unfinished")
     return grid
+
+
+def _planned_trials(param_space: dict, tune_config: tune.TuneConfig) -> int:
+    """How many trials a stage creates: num_samples, times each grid_search's length without a searcher."""
+    n = tune_config.num_samples
+    if tune_config.search_alg is None:
+        for value in param_space.values():
+            if isinstance(value, dict) and "grid_search" in value:
+                n *= len(value["grid_search"])
+    return n
 
 
 def pretrain_config(spec: SweepSpec, method: str, seed: int, dataset: Any) -> PretrainConfig:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import os
@@ -295,3 +296,39 @@ def test_a_failed_save_keeps_the_old_file_and_leaves_no_temp(tmp_path):
         atomic_torch_save({"i": 2, "lock": threading.Lock()}, tmp_path / "state.pt")
     assert torch.load(tmp_path / "state.pt", weights_only=True) == {"i": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]
+
+
+def _sleepy(config):
+    from ray import tune
+
+    time.sleep(config["sleep_s"])
+    tune.report({"value": config["value"], "done": True})
+
+
+def test_resume_resolves_sample_from_values_of_trials_generated_after_the_stop(ray_session, tmp_path):
+    """Tune keeps sample_from values as placeholders; trials it creates only after --resume must still get
+    real values (they got ("__fn_ph", id) tuples when the restore did not pass the param space again)."""
+    from ray import tune
+
+    from ssrl.tune import stages
+
+    class CtrlCAfterFirstTrial(tune.Callback):  # restored with the run config: once per test, not per run
+        def __init__(self, marker: Path) -> None:
+            self.marker = marker
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            if not self.marker.exists():
+                self.marker.touch()
+                os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C does: Tune saves the experiment and returns
+
+    values = {"a": "uri-a", "b": "uri-b", "c": "uri-c"}
+    space = {"group": tune.grid_search(list(values)), "sleep_s": 0.0,
+             "value": tune.sample_from(lambda s: values[s.config["group"]])}
+    ctx = stages.Context(storage=str(tmp_path), run_id="r", dataset=None, cpus=1, gpus=0, max_concurrent=1,
+                         resume=False, callbacks=lambda stage: [CtrlCAfterFirstTrial(tmp_path / "interrupted")])
+    one_at_a_time = stages.tune.TuneConfig(max_concurrent_trials=1)
+    with pytest.raises(KeyboardInterrupt, match="unfinished"):
+        stages._run(ctx, "x-r-eval", _sleepy, space, {"cpu": 1}, one_at_a_time, "eval")
+    grid = stages._run(dataclasses.replace(ctx, resume=True), "x-r-eval", _sleepy, space, {"cpu": 1}, one_at_a_time,
+                       "eval")
+    assert sorted((r.config["group"], r.metrics.get("value")) for r in grid) == sorted(values.items())
