@@ -189,6 +189,7 @@ class Tracker:
             self.exp_id, run_name=f"{tags.get('sweep')}-{run_id}",
             tags={**self.tags, "stage": "parent", "ssrl_run": run_id}).info.run_id
         self._open: set[str] = set()
+        self.logged_to: dict[str, int] = {}  # reopened run id -> last epoch it logged
         _ACTIVE[run_id] = self
 
     def _artifacts(self, experiment: str) -> str | None:
@@ -222,6 +223,8 @@ class Tracker:
         if found:  # an interrupted or failed run of this trial: continue it
             run_id = found[0].info.run_id
             self.client.update_run(run_id, status="RUNNING")
+            self.logged_to[run_id] = max((m.step for k in EPOCH_METRICS
+                                          for m in self.client.get_metric_history(run_id, k)), default=0)
             if "error" in found[0].data.tags:
                 self.client.delete_tag(run_id, "error")
         else:
@@ -310,8 +313,10 @@ class TrialLogger(Callback):
             cfg = trial_config(trial.config)
             tags = trial_tags(cfg, self.stage)
             key = cfg.get("trial_key") or f"{self.stage}/{trial.trial_id}"
-            self._runs[trial.trial_id] = self._safe(
+            self._runs[trial.trial_id] = run_id = self._safe(
                 "create run", self.tracker.child, key, run_name(tags, trial.trial_id), tags, cfg)
+            # a reopened run (--resume) already holds the epochs its trial replays from a checkpoint
+            self._last_step[trial.trial_id] = self.tracker.logged_to.get(run_id, 0)
         return self._runs[trial.trial_id]
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

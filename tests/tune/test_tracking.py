@@ -152,6 +152,24 @@ def test_trial_logger_ends_completed_stopped_and_failed_runs(store, tmp_path):
     assert len(client.search_runs([tracker.exp_id], "tags.stage = 'parent'")) == 1
 
 
+def test_a_resumed_trial_replaying_epochs_from_its_checkpoint_logs_each_epoch_once(store):
+    """Killed after logging epoch 3 but checkpointed at 2: on --resume the trial reports 3 again."""
+    tracker = Tracker(store, "ssrl-test", "run3", None, {"sweep": "scarcity"})
+    logger = TrialLogger(tracker, "search")
+    trial = _trial("t_kill", 1)
+    logger.on_trial_start(0, [], trial)
+    for epoch in (1, 2, 3):
+        _epoch(logger, trial, epoch)
+    # the driver dies here; a new invocation with the same run id reopens the trial's run
+    again = TrialLogger(Tracker(store, "ssrl-test", "run3", tracker.parent_id, {"sweep": "scarcity"}), "search")
+    restarted = _trial("t_kill", 1)
+    again.on_trial_start(0, [], restarted)
+    for epoch in (3, 4):
+        _epoch(again, restarted, epoch)
+    (run,) = store.search_runs([tracker.exp_id], "tags.ssrl_run = 'run3' and tags.stage = 'search'")
+    assert [h.step for h in store.get_metric_history(run.info.run_id, "val_score")] == [1, 2, 3, 4]
+
+
 def test_trial_logger_pickles_without_the_store(store):
     """Tune pickles callbacks into tuner.pkl: no client or URI goes there; a restore finds the live tracker."""
     tracker = Tracker(store, "ssrl-test", "run2", None, {"sweep": "scarcity"})
