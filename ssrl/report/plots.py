@@ -18,6 +18,12 @@ def _tracks(cells: list[dict]) -> list[str]:
     return list(dict.fromkeys(c.get("track", "?") for c in cells))
 
 
+def condition_names(cells: list[dict]) -> list[str]:
+    """Axis labels of few-shot cells: the track with its N, since one track runs at several N."""
+    return [f"{c.get('track', '?')}\nN={c['n_labelled']}" if c.get("n_labelled") is not None
+            else str(c.get("track", "?")) for c in cells]
+
+
 def _save(fig: Any, path: str | os.PathLike) -> Path:
     """Save a figure as PNG beside a temp name, rename it into place, close it."""
     path = Path(path)
@@ -64,7 +70,7 @@ def plot_fewshot(results: dict[str, Any], path: str | os.PathLike) -> Path:
     """Per condition: metric bars with seed points (trivial baseline dashed) and collapse rate."""
     metric = results.get("metric", "macro_f1")
     cells = results.get("cells", [])
-    names = [str(c.get("track", "?")) for c in cells]
+    names = condition_names(cells)
     x = np.arange(len(cells))
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(max(7.0, 1.6 * len(cells) + 3), 4.0),
                                    gridspec_kw={"width_ratios": [3, 2]}, layout="constrained")

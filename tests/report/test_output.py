@@ -15,6 +15,7 @@ from ssrl.report import (
     write_json_atomic,
     write_text_atomic,
 )
+from ssrl.report.plots import condition_names
 
 
 def test_json_atomic_keeps_old_file_on_crash(tmp_path):
@@ -76,6 +77,12 @@ def test_markdown_fewshot_has_trivial_baseline_and_na():
     assert "n/a" in n300 and "300" in n300  # one seed: std and CI undefined
     scratch = next(ln for ln in md.splitlines() if ln.startswith("| scratch_noaug"))
     assert "67 %" in scratch
+
+
+def test_fewshot_plot_tells_one_track_at_two_n_apart():
+    cells = [{"track": "scratch", "n_labelled": 70}, {"track": "ssl", "n_labelled": 70},
+             {"track": "scratch", "n_labelled": 300}]
+    assert condition_names(cells) == ["scratch\nN=70", "ssl\nN=70", "scratch\nN=300"]
 
 
 @pytest.mark.parametrize("which", ["scarcity", "fewshot"])
