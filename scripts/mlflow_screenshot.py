@@ -6,7 +6,7 @@ compare-runs page of the eval runs of both tracks at --fraction in headless Chro
 over the DevTools protocol as a reader would (the plot on the test metric, params that differ),
 saves the whole page and stops the server and the browser by their pids:
 
-    python scripts/mlflow_screenshot.py --out /tmp/ssrl-shot --fraction 0.25
+    python scripts/mlflow_screenshot.py --out runs-shot --fraction 0.25
 """
 
 from __future__ import annotations
