@@ -128,11 +128,11 @@ def finetune(cfg: FinetuneConfig, report: Report, out_dir: Path | None = None) -
     augment = build_augment(cfg.spec.augment, cfg.sampling_rate)
     fast = cfg.spec.frozen and cfg.spec.augment == "none"
     if cfg.spec.frozen:  # a linear probe sees standardised embeddings, whatever the encoder's scale
-        train_h = Features(model.encoder, sources[0], cfg.eval_batch_size).x
-        scale = Standardize(train_h.mean(0), train_h.std(0).clamp_min(1e-6))
-        model.head = nn.Sequential(scale, model.head).to(device)
-    if fast:  # a frozen encoder without augmentation: embed once, train the head alone
-        sources = [Features(model.encoder, s, cfg.eval_batch_size) for s in sources]
+        train_feats = Features(model.encoder, sources[0], cfg.eval_batch_size)
+        h = train_feats.x
+        model.head = nn.Sequential(Standardize(h.mean(0), h.std(0).clamp_min(1e-6)), model.head).to(device)
+    if fast:  # a frozen encoder without augmentation: embed once (train already is), train the head
+        sources = [train_feats, *(Features(model.encoder, s, cfg.eval_batch_size) for s in sources[1:])]
     net: nn.Module = model.head if fast else model
     train_src, val_src, test_src = sources
 
