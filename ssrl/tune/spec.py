@@ -201,7 +201,7 @@ def _typed(cls: type, d: dict, where: str) -> dict:
         elif isinstance(default, bool):
             out[k] = bool(v)
         else:
-            kind = float if cls.__dataclass_fields__[k].type == "float" else int
+            kind = float if cls.__dataclass_fields__[k].type in ("float", float) else int  # annotation
             if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and v != int(v)):
                 raise ConfigError(f"{where}.{k}={v!r} must be {'a number' if kind is float else 'a whole number'}")
             out[k] = kind(v)
