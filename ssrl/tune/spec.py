@@ -10,15 +10,12 @@ from typing import Any
 import yaml
 
 from ssrl.config import TRACKS, ConfigError, FinetuneConfig, PretrainConfig, from_dict
+from ssrl.errors import SweepError  # defined there so that error types import without Ray
 
 SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
 SWEEPS = ("pretrain", "scarcity", "fewshot")
 SCALES = ("smoke", "demo", "cpu", "paper")
 N_CLASSES = {"superdiagnostic": 5, "rhythm5": 5}
-
-
-class SweepError(ValueError):
-    """A sweep file or choice that cannot run; the message names the file and the setting."""
 
 
 @dataclass(frozen=True)

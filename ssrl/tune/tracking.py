@@ -19,6 +19,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
+from ssrl.errors import TrackingError  # defined there so that error types import without Ray
+
 EPOCH_METRICS = ("train_loss", "val_score", "lr", "probe_score")  # the per-epoch history, step = epoch
 # Keys Ray adds to every result: bookkeeping, not measurements.
 _RAY_KEYS = ("done", "epoch", "training_iteration", "pid", "timestamp", "should_checkpoint")
@@ -29,10 +31,6 @@ _PARAM_LEN = 500  # the smallest limit across MLflow versions and servers
 # experiment (tuner.pkl), so a TrialLogger pickles as (run id, stage) and finds its tracker here
 # when `Tuner.restore` unpickles it; no client, URI or password ever lands in the Tune storage.
 _ACTIVE: dict[str, Tracker] = {}
-
-
-class TrackingError(RuntimeError):
-    """The tracking store cannot be used; the message names it and what to do."""
 
 
 def redact(uri: str) -> str:
