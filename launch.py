@@ -39,6 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-concurrent", type=int)
     p.add_argument("--resume", action="store_true", help="continue the last run of this sweep in --out")
     p.add_argument("--sweeps-dir", help="folder of sweep files (default: sweeps/ of this checkout)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                   help="training precision (default: the sweep file's, auto): auto = bf16 on CUDA and on CPUs "
+                        "with native bf16 (AVX512-BF16, AMX), fp32 elsewhere")
     return p.parse_args(argv)
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
 C = TypeVar("C")
+PRECISIONS = ("auto", "fp32", "bf16")  # ssrl.train.precision resolves "auto" on the device
 
 
 class ConfigError(ValueError):
@@ -44,6 +45,7 @@ class DataSettings:
     sampling_rate: int = 100
     cache_dir: str = ""  # "" = $SSRL_CACHE_DIR or ~/.cache/ssrl
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+    precision: str = "auto"  # "auto" (bf16 where native: CUDA, AVX512-BF16/AMX CPUs) | "fp32" | "bf16"
     encoder: str = "cnn6"
     encoder_width: int = 0  # 0 = the encoder's default width
     seed: int = 42
@@ -150,6 +152,8 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
 def _check_common(cfg: DataSettings) -> None:
     if cfg.sampling_rate not in (100, 500):
         raise ConfigError(f"sampling_rate {cfg.sampling_rate} is not available; use 100 or 500")
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(f"precision {cfg.precision!r} is unknown; use one of {', '.join(PRECISIONS)}")
 
 
 def _positive(cfg: Any, *names: str) -> None:

@@ -18,7 +18,6 @@ from ssrl.train.loop import (
     LoopState,
     Report,
     Signals,
-    autocast,
     batch_indices,
     check_finite,
     eval_batch_size,
@@ -27,6 +26,7 @@ from ssrl.train.loop import (
     snapshot,
 )
 from ssrl.train.metrics import choose_thresholds, multilabel_metrics, singlelabel_metrics, val_score
+from ssrl.train.precision import autocast, resolve_precision
 
 
 class Classifier(nn.Module):
@@ -65,11 +65,11 @@ class Standardize(nn.Module):
 
 
 class Features:
-    """Precomputed embeddings of a frozen encoder; batches by index like Signals."""
+    """Precomputed fp32 embeddings of a frozen encoder; batches by index like Signals."""
 
     def __init__(self, encoder: nn.Module, sig: Signals, batch_size: int) -> None:
         encoder.eval()
-        with torch.no_grad(), autocast(sig.device):
+        with torch.no_grad():  # fp32 at any precision: bf16 rounding is of the order of the features' spread
             chunks = batch_indices(len(sig), eval_batch_size(batch_size, sig.device), None)
             parts = [encoder(sig.get(i)).float() for i in chunks]
         self.x = torch.cat(parts)  # (n, D)
@@ -102,13 +102,14 @@ def build_classifier(cfg: FinetuneConfig, n_out: int) -> Classifier:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, src: Signals | Features, batch_size: int, multilabel: bool) -> np.ndarray:
-    """Class probabilities for every row of src: (n, C) float32."""
+def predict(model: nn.Module, src: Signals | Features, batch_size: int, multilabel: bool,
+            precision: str = "fp32") -> np.ndarray:
+    """Class probabilities for every row of src: (n, C) float32 (the forward pass at `precision`)."""
     model.eval()
     out = []
     device = next(model.parameters()).device
     for idx in batch_indices(len(src), eval_batch_size(batch_size, device), None):
-        with autocast(device):
+        with autocast(device, precision):
             logits = model(src.get(idx)).float()
         out.append(torch.sigmoid(logits) if multilabel else torch.softmax(logits, 1))
     return torch.cat(out).cpu().numpy()
@@ -118,6 +119,8 @@ def finetune(cfg: FinetuneConfig, report: Report, out_dir: Path | None = None) -
     """Train one track on one labelled subset; report per epoch; return the best epoch's test metrics."""
     gen = seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
+    # A frozen track trains a linear head on fp32 embeddings: nothing there gains from bf16.
+    precision = "fp32" if cfg.spec.frozen else resolve_precision(cfg.precision, device)
     data = open_ptbxl(cfg.data_root, cfg.sampling_rate, cfg.cache_dir or None)
     labels = task_labels(data, cfg.task)
     train_all, val, test = (labels.split(s) for s in ("train", "val", "test"))
@@ -162,7 +165,7 @@ def finetune(cfg: FinetuneConfig, report: Report, out_dir: Path | None = None) -
             x = train_src.get(idx)
             if not fast:
                 x = augment(x, aug_gen)
-            with autocast(device):
+            with autocast(device, precision):
                 logits = net(x).float()
             loss = loss_fn(logits, y_train[idx.to(device)])
             check_finite(loss, epoch)
@@ -172,11 +175,12 @@ def finetune(cfg: FinetuneConfig, report: Report, out_dir: Path | None = None) -
             total, seen = total + loss.item() * len(idx), seen + len(idx)
         lr = opt.param_groups[0]["lr"]
         sched.step()
-        score = val_score(val.y, predict(net, val_src, cfg.eval_batch_size, labels.multilabel), labels.multilabel)
+        p_val = predict(net, val_src, cfg.eval_batch_size, labels.multilabel, precision)
+        score = val_score(val.y, p_val, labels.multilabel)
         if stopper.update(score, epoch):
             best = snapshot(net)
         row = {"epoch": epoch, "train_loss": total / max(seen, 1), "val_score": score, "lr": lr,
-               "best_epoch": stopper.best_epoch, "best_val_score": stopper.best}
+               "best_epoch": stopper.best_epoch, "best_val_score": stopper.best, "precision": precision}
         history.append(row)
         if out_dir is not None:
             gens = [gen.get_state(), aug_gen.get_state().cpu()]
@@ -185,8 +189,8 @@ def finetune(cfg: FinetuneConfig, report: Report, out_dir: Path | None = None) -
         report(row)
 
     net.load_state_dict(best if best is not None else net.state_dict())
-    final = evaluate(cfg, net, labels, val_src, test_src, train_all.y, out_dir, test.rows, data)
-    final.update(epoch=epoch, best_epoch=stopper.best_epoch, best_val_score=stopper.best,
+    final = evaluate(cfg, net, labels, (val_src, test_src), train_all.y, out_dir, test.rows, data, precision)
+    final.update(precision=precision, epoch=epoch, best_epoch=stopper.best_epoch, best_val_score=stopper.best,
                  collapsed=int(stopper.best_epoch <= cfg.collapse_epoch), n_labelled=len(pick),
                  epochs_run=len(history), done=True)
     report(final)
@@ -194,12 +198,11 @@ def finetune(cfg: FinetuneConfig, report: Report, out_dir: Path | None = None) -
 
 
 def evaluate(
-    cfg: FinetuneConfig, net: nn.Module, labels: TaskLabels, val_src: Signals | Features,
-    test_src: Signals | Features, y_train: np.ndarray, out_dir: Path | None, test_rows: np.ndarray, data: ECGData,
+    cfg: FinetuneConfig, net: nn.Module, labels: TaskLabels, srcs: tuple[Signals | Features, Signals | Features],
+    y_train: np.ndarray, out_dir: Path | None, test_rows: np.ndarray, data: ECGData, precision: str,
 ) -> dict:
     """Test metrics of the best model; thresholds from the val fold; probabilities saved as npz."""
-    p_val = predict(net, val_src, cfg.eval_batch_size, labels.multilabel)
-    p_test = predict(net, test_src, cfg.eval_batch_size, labels.multilabel)
+    p_val, p_test = (predict(net, s, cfg.eval_batch_size, labels.multilabel, precision) for s in srcs)
     val, test = labels.split("val"), labels.split("test")
     if labels.multilabel:
         thresholds = choose_thresholds(val.y, p_val)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import os
@@ -41,13 +40,6 @@ def seed_everything(seed: int) -> torch.Generator:
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
     return torch.Generator().manual_seed(seed)
-
-
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA; nothing on CPU."""
-    if device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 class Signals:

@@ -24,7 +24,6 @@ from ssrl.train.loop import (
     LoopState,
     Report,
     Signals,
-    autocast,
     batch_indices,
     check_finite,
     eval_batch_size,
@@ -32,6 +31,7 @@ from ssrl.train.loop import (
     seed_everything,
 )
 from ssrl.train.metrics import val_score
+from ssrl.train.precision import autocast, resolve_precision
 
 BEST, LAST = "encoder_best.pt", "encoder_last.pt"
 
@@ -51,9 +51,9 @@ class Probe:
 
     @torch.no_grad()
     def _embed(self, encoder: nn.Module, src: Signals) -> np.ndarray:
-        with autocast(src.device):
-            chunks = batch_indices(len(src), eval_batch_size(512, src.device), None)
-            parts = [encoder(src.get(i)).float().cpu() for i in chunks]
+        """fp32 embeddings whatever the run's precision (random-encoder features differ by ~1 % across records)."""
+        chunks = batch_indices(len(src), eval_batch_size(512, src.device), None)
+        parts = [encoder(src.get(i)).float().cpu() for i in chunks]
         return torch.cat(parts).numpy()  # (n, D)
 
     def score(self, encoder: nn.Module) -> float:
@@ -89,6 +89,7 @@ def pretrain(cfg: PretrainConfig, report: Report, out_dir: Path) -> dict:
     """Pretrain an encoder; keep the best-by-probe and the last checkpoint in out_dir."""
     gen = seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
     data = open_ptbxl(cfg.data_root, cfg.sampling_rate, cfg.cache_dir or None)
     pool = pretrain_rows(data)
     if cfg.max_pool and cfg.max_pool < len(pool):
@@ -124,7 +125,7 @@ def pretrain(cfg: PretrainConfig, report: Report, out_dir: Path) -> dict:
         for step, idx in enumerate(batch_indices(len(sig), cfg.batch_size, gen)):
             x = sig.get(idx)  # (B, 12, T)
             x1, x2 = augment(x, aug_gen), augment(x, aug_gen)
-            with autocast(device):
+            with autocast(device, precision):
                 loss = method.loss(x1, x2).float()
             check_finite(loss, epoch)
             opt.zero_grad(set_to_none=True)
@@ -132,7 +133,8 @@ def pretrain(cfg: PretrainConfig, report: Report, out_dir: Path) -> dict:
             opt.step()
             method.on_step_end(((epoch - 1) * steps_per_epoch + step + 1) / (cfg.epochs * steps_per_epoch))
             total, n = total + loss.item(), n + 1
-        row = {"epoch": epoch, "train_loss": total / max(n, 1), "lr": opt.param_groups[0]["lr"], **meta}
+        row = {"epoch": epoch, "train_loss": total / max(n, 1), "lr": opt.param_groups[0]["lr"],
+               "precision": precision, **meta}
         sched.step()
         if probe is not None and (epoch % cfg.probe_every == 0 or epoch == cfg.epochs):
             row["probe_score"] = probe.score(method.encoder)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ssrl.config import TRACKS, FinetuneConfig
+from ssrl.config import PRECISIONS, TRACKS, FinetuneConfig
 from ssrl.data import open_ptbxl, task_labels
 from ssrl.report import (
     add_paired_vs,
@@ -50,6 +50,7 @@ class LaunchOptions:
     max_concurrent: int | None = None
     resume: bool = False
     sweeps_dir: str | None = None  # folder of sweep files (default: sweeps/ of this checkout)
+    precision: str | None = None  # auto | fp32 | bf16 over the sweep files' train.precision
 
 
 def _writable(folder: Path) -> None:
@@ -102,11 +103,26 @@ def _fit_resources(opts: LaunchOptions, spec: SweepSpec) -> tuple[float, float]:
     return cpus, gpus
 
 
-def _load(name: str, scale: str, sweeps_dir: str | None) -> SweepSpec:
-    """A sweep file from --sweeps-dir, else from the checkout's sweeps/."""
-    if sweeps_dir:
-        return load_sweep(name, scale, Path(sweeps_dir).expanduser().resolve())
-    return load_sweep(name, scale)
+def _precision_line(spec: SweepSpec) -> str:
+    """'precision auto (bf16 here)': the setting and what it resolves to on this machine's device."""
+    from ssrl.train.loop import resolve_device
+    from ssrl.train.precision import resolve_precision
+
+    want = str(spec.train.get("precision", "auto"))
+    here = resolve_precision(want, resolve_device(str(spec.train.get("device", "auto"))))
+    return f"precision {want}" + (f" ({here} here)" if want == "auto" else "")
+
+
+def _load(name: str, scale: str, opts: LaunchOptions) -> SweepSpec:
+    """A sweep file from --sweeps-dir, else from the checkout's sweeps/; --precision over its train.precision."""
+    spec = load_sweep(name, scale, Path(opts.sweeps_dir).expanduser().resolve()) if opts.sweeps_dir else (
+        load_sweep(name, scale))
+    if opts.precision is None:
+        return spec
+    if opts.precision not in PRECISIONS:
+        raise SweepError(f"--precision {opts.precision!r} is unknown; use one of {', '.join(PRECISIONS)}")
+    track_train = {t: {k: v for k, v in o.items() if k != "precision"} for t, o in spec.track_train.items()}
+    return dataclasses.replace(spec, train={**spec.train, "precision": opts.precision}, track_train=track_train)
 
 
 def run_sweep(opts: LaunchOptions) -> dict[str, Any]:
@@ -119,9 +135,9 @@ def run_sweep(opts: LaunchOptions) -> dict[str, Any]:
     """
     real = bool(opts.data_root or os.environ.get("SSRL_DATA_ROOT") or (DEFAULT_REAL / "ptbxl_database.csv").exists())
     scale = opts.scale or ("paper" if real else "demo")
-    spec = _load(opts.sweep, scale, opts.sweeps_dir)
+    spec = _load(opts.sweep, scale, opts)
     pre_spec = spec if spec.name == "pretrain" else (
-        _load("pretrain", scale, opts.sweeps_dir) if spec.needs_pretraining else None)
+        _load("pretrain", scale, opts) if spec.needs_pretraining else None)
     out_dir = Path(opts.out).expanduser().resolve() / spec.name
     _writable(out_dir)
     state = _load_state(out_dir, opts.resume)
@@ -130,7 +146,7 @@ def run_sweep(opts: LaunchOptions) -> dict[str, Any]:
     uri = opts.tracking_uri or f"sqlite:///{out_dir.parent / 'mlflow.db'}"
     client = connect(uri)
     root, how = locate(opts.data_root, spec.data_records)
-    print(f"data: {root} ({how}); sweep {spec.name}, scale {scale}", flush=True)
+    print(f"data: {root} ({how}); sweep {spec.name}, scale {scale}, {_precision_line(spec)}", flush=True)
     dataset = open_dataset(root, opts.sampling_rate)
     if opts.resume and state.get("fingerprint") not in (None, dataset.fingerprint):
         raise SweepError(f"--resume: {out_dir} was run on other data (fingerprint {state['fingerprint'][:12]})")
@@ -258,7 +274,8 @@ def _row(result: Any, spec: SweepSpec) -> dict[str, Any]:
     keep = {k: v for k, v in m.items() if k.startswith("test_") or k in (
         "best_epoch", "collapsed", "best_val_score", "epochs_run", "n_labelled")}
     keep["collapsed"] = bool(keep.get("collapsed", 0))
-    return {**row, **keep, "status": "ok", "lr": cfg.get("lr"), "weight_decay": cfg.get("weight_decay")}
+    return {**row, **keep, "status": "ok", "lr": cfg.get("lr"), "weight_decay": cfg.get("weight_decay"),
+            "precision": m.get("precision")}
 
 
 def _results(spec: SweepSpec, dataset: DatasetInfo, rows: list[dict], metric: str, keys: tuple[str, ...],
@@ -270,6 +287,8 @@ def _results(spec: SweepSpec, dataset: DatasetInfo, rows: list[dict], metric: st
         "sweep": spec.name, "scale": spec.scale, "run_id": state["run_id"],
         "dataset": dataset.as_dict(spec.task or "superdiagnostic"), "metric": metric, "cells": cells,
         "n_runs": len(rows), "n_failed": sum(r.get("status") == "failed" for r in rows),
+        "precision": {"requested": str(spec.train.get("precision", "auto")),
+                      "used": sorted({r["precision"] for r in rows if r.get("precision")})},
     }
     if chosen:
         out["chosen_hyperparameters"] = chosen

@@ -286,6 +286,7 @@ class TrialLogger(Callback):
         self._last_step: dict[str, int] = {}
         self._group_n: dict[str, str] = {}  # group -> n_labelled, learnt from finished trials
         self._missing_n: dict[str, str] = {}  # run id -> group, runs that ended without n_labelled
+        self._precision: set[str] = set()  # trials whose precision is tagged
 
     def __getstate__(self) -> dict[str, Any]:
         return {"run_id": self.tracker.run_id if self.tracker else None, "stage": self.stage}
@@ -327,6 +328,10 @@ class TrialLogger(Callback):
         if run_id is None:
             return
         step = int(result.get("epoch") or result.get("training_iteration") or 0)
+        if isinstance(result.get("precision"), str) and trial.trial_id not in self._precision:
+            self._precision.add(trial.trial_id)  # what the trial ran at ('auto' resolved on its node)
+            self._safe("tag", self.tracker.set_tags, run_id, {"precision": result["precision"]})
+            self._safe("param", self.tracker.client.log_param, run_id, "precision_used", result["precision"])
         if step > self._last_step.get(trial.trial_id, 0):
             self._last_step[trial.trial_id] = step
             self._safe("log", self.tracker.log, run_id, {k: result[k] for k in EPOCH_METRICS if k in result}, step)

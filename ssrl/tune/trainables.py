@@ -25,11 +25,17 @@ METRIC = "val_score"  # what ASHA and the search judge a fine-tuning trial by
 PROBE_METRIC = "probe_score"  # what a pretraining trial is judged by
 
 
+# Text results a trial reports beside its numbers (what it ran at, for results.json and MLflow).
+TEXT_KEYS = ("precision",)
+
+
 def _clean(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Numbers only, NaN kept out of the way of schedulers (None values dropped)."""
+    """Numbers (and the TEXT_KEYS) only, NaN kept out of the way of schedulers (None values dropped)."""
     out = {}
     for k, v in metrics.items():
-        if isinstance(v, bool):
+        if k in TEXT_KEYS and isinstance(v, str):
+            out[k] = v
+        elif isinstance(v, bool):
             out[k] = int(v)
         elif isinstance(v, (int, float)):
             out[k] = v

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
+from ssrl.augment import build_augment
+from ssrl.data import open_ptbxl, task_labels
+from ssrl.models import build_encoder
 from ssrl.train import BEST, LAST, load_encoder, pretrain, read_checkpoint
+from ssrl.train.loop import Signals
 
 
 @pytest.mark.parametrize("method", ["simclr", "byol"])
@@ -30,9 +36,29 @@ def test_pretrain_same_seed_same_numbers(pt_cfg, tmp_path):
     assert a == b
 
 
-def test_pretraining_beats_random_encoder_on_probe(pt_cfg, tmp_path):
-    """On data built for it, SimCLR features must probe better than the random init."""
-    seen = []
-    pretrain(pt_cfg(epochs=8, max_pool=320, probe_every=8, probe_size=300, encoder_width=16, lr=3e-3), seen.append,
-             tmp_path)
-    assert seen[-1]["probe_score"] > seen[-1]["probe_at_init"] + 0.02
+def _view_retrieval(encoder, x: torch.Tensor, seed: int) -> float:
+    """Share of records whose first augmented view finds its own second view as nearest (cosine) neighbour."""
+    gen, augment = torch.Generator().manual_seed(seed), build_augment("simclr", 100)
+    encoder.eval()
+    with torch.no_grad():
+        z1 = F.normalize(encoder(augment(x, gen)), dim=1)  # (n, D)
+        z2 = F.normalize(encoder(augment(x, gen)), dim=1)
+    return (z1 @ z2.T).argmax(1).eq(torch.arange(len(x))).float().mean().item()
+
+
+def test_pretraining_learns_features_that_hold_on_unseen_records(pt_cfg, synth_root, cache_dir, tmp_path):
+    """SimCLR must learn what its objective asks on records it never saw (val and test folds).
+
+    Measured on AVX2 and AVX-512 (bf16) CPUs over seeds 0-2: a random cnn6 retrieves 39-54 % of views,
+    8 SimCLR epochs 73-88 %. A label probe was the old check; on this synthetic data a random encoder
+    already probes at 0.80-0.92 AUROC and the gain (-0.03 to +0.06) is within the val fold's noise.
+    """
+    data = open_ptbxl(synth_root, 100, cache_dir)
+    labels = task_labels(data, "superdiagnostic")
+    rows = np.concatenate([labels.split("val").rows, labels.split("test").rows])
+    x = Signals(data, rows, torch.device("cpu")).get(torch.arange(len(rows)))  # (n, 12, T) held out
+    torch.manual_seed(0)
+    random_score = _view_retrieval(build_encoder("cnn6", in_leads=12, width=16), x, seed=5)
+    pretrain(pt_cfg(epochs=8, max_pool=320, probe_every=0, encoder_width=16, lr=3e-3), lambda m: None, tmp_path)
+    trained = load_encoder(tmp_path / LAST, expect="cnn6", expect_kwargs={"width": 16})
+    assert _view_retrieval(trained, x, seed=5) > random_score + 0.15
