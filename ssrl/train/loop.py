@@ -45,18 +45,18 @@ def seed_everything(seed: int) -> torch.Generator:
 class Signals:
     """Standardised rows of the signal cache, batches taken by index.
 
-    On CUDA the rows live on the device as one float16 tensor; on CPU each batch is read
-    straight from the memory-mapped cache.
+    Resident (the default on CUDA) keeps the rows on the device as one float16 tensor; otherwise
+    (the default on CPU) each batch is read straight from the memory-mapped cache.
     """
 
-    def __init__(self, data: ECGData, rows: np.ndarray, device: torch.device) -> None:
+    def __init__(self, data: ECGData, rows: np.ndarray, device: torch.device, resident: bool | None = None) -> None:
         self.rows = np.asarray(rows, dtype=np.int64)
         self.device = device
         self._mean = torch.as_tensor(data.mean, device=device).view(1, -1, 1)  # (1, 12, 1)
         self._std = torch.as_tensor(data.std, device=device).view(1, -1, 1)
         self._src = data.signals
         self._resident = None
-        if device.type == "cuda":  # (n, 12, T) float16 on the GPU, read once
+        if device.type == "cuda" if resident is None else resident:  # (n, 12, T) float16 on the device, read once
             self._resident = torch.from_numpy(np.ascontiguousarray(data.signals[self.rows])).to(device)
 
     def __len__(self) -> int:
