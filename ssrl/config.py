@@ -9,6 +9,9 @@ from typing import Any, TypeVar
 
 C = TypeVar("C")
 PRECISIONS = ("auto", "fp32", "bf16")  # ssrl.train.precision resolves "auto" on the device
+# BatchNorm statistics a training encoder is evaluated with: recomputed on the labelled training subset
+# before every validation ("precise"), or the running averages training left ("running", the reference's).
+BN_STATS = ("precise", "running")
 
 
 class ConfigError(ValueError):
@@ -90,8 +93,9 @@ class FinetuneConfig(DataSettings):
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    collapse_epoch: int = 1  # a run whose best epoch is <= this collapsed
+    collapse_epoch: int = 1  # a run whose best epoch is <= this collapsed (tracks whose encoder trains)
     eval_batch_size: int = 1024
+    bn_stats: str = "precise"  # "precise" | "running"; a frozen encoder keeps its checkpoint's statistics
 
     def __post_init__(self) -> None:
         _check_common(self)
@@ -101,6 +105,8 @@ class FinetuneConfig(DataSettings):
             raise ConfigError(f"fraction {self.fraction} is out of range; use 0 < fraction <= 1")
         _positive(self, "epochs", "patience", "batch_size", "lr", "eval_batch_size")
         _nonnegative(self, "n_per_class", "weight_decay", "collapse_epoch")
+        if self.bn_stats not in BN_STATS:
+            raise ConfigError(f"bn_stats {self.bn_stats!r} is unknown; use one of {', '.join(BN_STATS)}")
         if TRACKS[self.track].init == "ssl" and not self.pretrained:
             raise ConfigError(f"track {self.track!r} needs 'pretrained', an encoder checkpoint file")
 

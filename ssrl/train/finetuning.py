@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from ssrl.augment import build_augment
+from ssrl.augment import Augment, build_augment
 from ssrl.config import FinetuneConfig, to_dict
 from ssrl.data import ECGData, TaskLabels, balanced_subset, fraction_subset, open_ptbxl, task_labels
 from ssrl.models import build_encoder, build_head
+from ssrl.train.batchnorm import recompute_bn_stats
 from ssrl.train.checkpoint import encoder_kwargs, load_encoder
 from ssrl.train.loop import (
     EarlyStopping,
@@ -62,6 +64,19 @@ class Standardize(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         """h: (B, D) -> (B, D) with zero mean and unit std on the labelled training subset."""
         return (h - self.mean) / self.std
+
+
+# A standardised dimension's std is floored at this share of the embedding's typical (median) std:
+# random-encoder features have stds near 1e-7, so an absolute floor would undo the standardisation.
+STD_FLOOR = 1e-3
+
+
+def standardizer(h: torch.Tensor) -> Standardize:
+    """Standardisation fitted on embeddings h (n, D); a dimension's std is floored relative to the typical std."""
+    std = h.std(0)
+    alive = std[std > 0]
+    typical = alive.median() if len(alive) else torch.ones((), dtype=std.dtype, device=std.device)
+    return Standardize(h.mean(0), std.clamp_min(STD_FLOOR * typical))
 
 
 class Features:
@@ -115,9 +130,38 @@ def predict(model: nn.Module, src: Signals | Features, batch_size: int, multilab
     return torch.cat(out).cpu().numpy()
 
 
-def finetune(cfg: FinetuneConfig, report: Report, out_dir: Path | None = None) -> dict:
-    """Train one track on one labelled subset; report per epoch; return the best epoch's test metrics."""
-    gen = seed_everything(cfg.seed)
+@dataclass
+class Run:
+    """What one fine-tuning run trains and evaluates: the network, its data sources and settings."""
+
+    cfg: FinetuneConfig
+    data: ECGData
+    labels: TaskLabels
+    pick: np.ndarray  # positions of the labelled subset in the train pool
+    net: nn.Module  # the model, or only its head when the frozen encoder's embeddings are precomputed
+    sources: tuple[Signals | Features, Signals | Features, Signals | Features]  # train, val, test
+    y_train: torch.Tensor
+    device: torch.device
+    precision: str
+    fast: bool  # training on precomputed embeddings (frozen encoder, no augmentation)
+
+    @property
+    def precise_bn(self) -> bool:
+        """True when BatchNorm statistics are recomputed before evaluating (an encoder that trains)."""
+        return self.cfg.bn_stats == "precise" and not self.cfg.spec.frozen
+
+    def predict(self, src: Signals | Features) -> np.ndarray:
+        """Class probabilities of the network on every row of src."""
+        return predict(self.net, src, self.cfg.eval_batch_size, self.labels.multilabel, self.precision)
+
+    def refresh_bn(self) -> None:
+        """Precise BatchNorm statistics from the labelled training subset, when the run asks for them."""
+        if self.precise_bn:
+            recompute_bn_stats(self.net, self.sources[0], self.cfg.batch_size, self.precision)
+
+
+def prepare(cfg: FinetuneConfig) -> Run:
+    """Data, labelled subset, a fresh model and its sources; frozen encoders embed once when they can."""
     device = resolve_device(cfg.device)
     # A frozen track trains a linear head on fp32 embeddings: nothing there gains from bf16.
     precision = "fp32" if cfg.spec.frozen else resolve_precision(cfg.precision, device)
@@ -125,76 +169,102 @@ def finetune(cfg: FinetuneConfig, report: Report, out_dir: Path | None = None) -
     labels = task_labels(data, cfg.task)
     train_all, val, test = (labels.split(s) for s in ("train", "val", "test"))
     pick = select_subset(train_all, cfg)
-    y_train = torch.as_tensor(train_all.y[pick], device=device)
     model = build_classifier(cfg, len(labels.classes)).to(device)
     sources = [Signals(data, rows, device) for rows in (train_all.rows[pick], val.rows, test.rows)]
-    augment = build_augment(cfg.spec.augment, cfg.sampling_rate)
     fast = cfg.spec.frozen and cfg.spec.augment == "none"
     if cfg.spec.frozen:  # a linear probe sees standardised embeddings, whatever the encoder's scale
         train_feats = Features(model.encoder, sources[0], cfg.eval_batch_size)
-        h = train_feats.x
-        model.head = nn.Sequential(Standardize(h.mean(0), h.std(0).clamp_min(1e-6)), model.head).to(device)
+        model.head = nn.Sequential(standardizer(train_feats.x), model.head).to(device)
     if fast:  # a frozen encoder without augmentation: embed once (train already is), train the head
         sources = [train_feats, *(Features(model.encoder, s, cfg.eval_batch_size) for s in sources[1:])]
-    net: nn.Module = model.head if fast else model
-    train_src, val_src, test_src = sources
+    return Run(cfg, data, labels, pick, model.head if fast else model, tuple(sources),
+               torch.as_tensor(train_all.y[pick], device=device), device, precision, fast)
 
-    params = [p for p in net.parameters() if p.requires_grad]
+
+def train_epoch(run: Run, opt: torch.optim.Optimizer, loss_fn: nn.Module, augment: Augment,
+                gens: tuple[torch.Generator, torch.Generator], epoch: int) -> float:
+    """One pass over the labelled subset in shuffled batches; returns the mean training loss."""
+    run.net.train()
+    total, seen = 0.0, 0
+    for idx in batch_indices(len(run.sources[0]), run.cfg.batch_size, gens[0]):
+        x = run.sources[0].get(idx)
+        if not run.fast:
+            x = augment(x, gens[1])
+        with autocast(run.device, run.precision):
+            logits = run.net(x).float()
+        loss = loss_fn(logits, run.y_train[idx.to(run.device)])
+        check_finite(loss, epoch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total, seen = total + loss.item() * len(idx), seen + len(idx)
+    return total / max(seen, 1)
+
+
+def finetune(cfg: FinetuneConfig, report: Report, out_dir: Path | None = None) -> dict:
+    """Train one track on one labelled subset; report per epoch; return the best epoch's test metrics."""
+    gen = seed_everything(cfg.seed)
+    run = prepare(cfg)
+    params = [p for p in run.net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
-    loss_fn = nn.BCEWithLogitsLoss() if labels.multilabel else nn.CrossEntropyLoss()
-    aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    stopper, best, history, start = EarlyStopping(cfg.patience), None, [], 1
+    loss_fn = nn.BCEWithLogitsLoss() if run.labels.multilabel else nn.CrossEntropyLoss()
+    augment = build_augment(cfg.spec.augment, cfg.sampling_rate)
+    aug_gen = torch.Generator(device=run.device).manual_seed(cfg.seed + 1)
+    stopper, best, history, epoch = EarlyStopping(cfg.patience), None, [], 0
 
     state = LoopState.load(out_dir)
     if state is not None:  # resume after a crash or a node loss
-        net.load_state_dict(state.model)
+        run.net.load_state_dict(state.model)
         opt.load_state_dict(state.optimizer)
         sched.load_state_dict(state.scheduler)
         gen.set_state(state.generator[0])
         aug_gen.set_state(state.generator[1].to(aug_gen.get_state().device))
-        stopper, best, history, start = EarlyStopping(**state.stopper), state.best, state.history, state.epoch + 1
+        stopper, best, history, epoch = EarlyStopping(**state.stopper), state.best, state.history, state.epoch
 
-    epoch = start - 1
-    for epoch in range(start, cfg.epochs + 1):
-        if stopper.should_stop:
-            break
-        net.train()
-        total, seen = 0.0, 0
-        for idx in batch_indices(len(train_src), cfg.batch_size, gen):
-            x = train_src.get(idx)
-            if not fast:
-                x = augment(x, aug_gen)
-            with autocast(device, precision):
-                logits = net(x).float()
-            loss = loss_fn(logits, y_train[idx.to(device)])
-            check_finite(loss, epoch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total, seen = total + loss.item() * len(idx), seen + len(idx)
+    while epoch < cfg.epochs and not stopper.should_stop:  # after the loop, epoch is the last that ran
+        epoch += 1
+        train_loss = train_epoch(run, opt, loss_fn, augment, (gen, aug_gen), epoch)
         lr = opt.param_groups[0]["lr"]
         sched.step()
-        p_val = predict(net, val_src, cfg.eval_batch_size, labels.multilabel, precision)
-        score = val_score(val.y, p_val, labels.multilabel)
+        run.refresh_bn()  # the snapshot below keeps these statistics with the weights
+        p_val = run.predict(run.sources[1])
+        score = val_score(run.labels.split("val").y, p_val, run.labels.multilabel)
         if stopper.update(score, epoch):
-            best = snapshot(net)
-        row = {"epoch": epoch, "train_loss": total / max(seen, 1), "val_score": score, "lr": lr,
-               "best_epoch": stopper.best_epoch, "best_val_score": stopper.best, "precision": precision}
+            best = snapshot(run.net)
+        row = {"epoch": epoch, "train_loss": train_loss, "val_score": score, "lr": lr,
+               "val_classes_used": classes_used(p_val), "best_epoch": stopper.best_epoch,
+               "best_val_score": stopper.best, "precision": run.precision}
         history.append(row)
         if out_dir is not None:
-            gens = [gen.get_state(), aug_gen.get_state().cpu()]
-            LoopState(epoch, net.state_dict(), opt.state_dict(), sched.state_dict(), gens,
-                      vars(stopper), best, history).save(out_dir)
+            LoopState(epoch, run.net.state_dict(), opt.state_dict(), sched.state_dict(),
+                      [gen.get_state(), aug_gen.get_state().cpu()], vars(stopper), best, history).save(out_dir)
         report(row)
 
-    net.load_state_dict(best if best is not None else net.state_dict())
-    final = evaluate(cfg, net, labels, (val_src, test_src), train_all.y, out_dir, test.rows, data, precision)
-    final.update(precision=precision, epoch=epoch, best_epoch=stopper.best_epoch, best_val_score=stopper.best,
-                 collapsed=int(stopper.best_epoch <= cfg.collapse_epoch), n_labelled=len(pick),
-                 epochs_run=len(history), done=True)
+    final = finish(run, best, out_dir)
+    final.update(epoch=epoch, best_epoch=stopper.best_epoch, best_val_score=stopper.best, epochs_run=len(history),
+                 collapsed=None if cfg.spec.frozen else int(stopper.best_epoch <= cfg.collapse_epoch))
     report(final)
     return final
+
+
+def classes_used(prob: np.ndarray) -> int:
+    """How many classes the predictions use: distinct top-1 classes over the rows of prob (n, C)."""
+    return int(len(np.unique(prob.argmax(1)))) if len(prob) else 0
+
+
+def finish(run: Run, best: dict | None, out_dir: Path | None) -> dict:
+    """Test metrics of the best epoch's model (its weights and BatchNorm statistics) and what it ran with."""
+    if best is not None:
+        run.net.load_state_dict(best)
+    else:  # no epoch ran: evaluate the model as it is
+        run.refresh_bn()
+    train_y = run.labels.split("train").y
+    out = evaluate(run.cfg, run.net, run.labels, run.sources[1:], train_y, out_dir,
+                   run.labels.split("test").rows, run.data, run.precision)
+    out.update(precision=run.precision, n_labelled=len(run.pick), done=True,
+               bn_stats="frozen" if run.cfg.spec.frozen else run.cfg.bn_stats)
+    return out
 
 
 def evaluate(
@@ -211,6 +281,7 @@ def evaluate(
         majority = int(np.bincount(y_train, minlength=len(labels.classes)).argmax())  # of the whole train pool
         out = singlelabel_metrics(test.y, p_test, labels.classes, majority)
     out["val_score"] = val_score(val.y, p_val, labels.multilabel)
+    out["test_single_class"] = int(classes_used(p_test) == 1)  # the best model predicts one class on the test fold
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(out_dir / "predictions.npz", prob=p_test, y=test.y, classes=np.array(labels.classes),

@@ -68,6 +68,7 @@ def test_early_stopping_patience(ft_cfg):
     final = finetune(ft_cfg(epochs=30, patience=2, lr=0.05), seen.append)
     assert final["epochs_run"] <= final["best_epoch"] + 2
     assert final["epochs_run"] < 30
+    assert final["epoch"] == final["epochs_run"] == seen[-2]["epoch"], "epoch is the last epoch that ran"
 
 
 @pytest.mark.parametrize("augment", ["none", "strong"])
