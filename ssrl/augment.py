@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -70,8 +71,9 @@ def resample(x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class RandomResizedCrop:
-    """Crop a random window of ``scale`` x T samples and stretch it back to T."""
+    """Crop a random window of ``scale`` x T samples and stretch it back to T (changes heart rate)."""
 
+    changes_time_scale: ClassVar[bool] = True
     scale: tuple[float, float] = (0.5, 1.0)
     p: float = 1.0
 
@@ -84,9 +86,32 @@ class RandomResizedCrop:
 
 
 @dataclass(frozen=True)
-class TimeWarp:
-    """Smooth random speed changes: local speed in [1 - strength, 1 + strength], length kept."""
+class RandomCrop:
+    """Keep a random window of ``scale`` x T samples, unstretched, at a random place in T; zeros elsewhere.
 
+    Crop and shift without resizing: every sample keeps its spacing, so heart rate and RR intervals stay.
+    """
+
+    scale: tuple[float, float] = (0.5, 1.0)
+    p: float = 1.0
+
+    def __call__(self, x: torch.Tensor, d: Draw, fs: float) -> torch.Tensor:
+        b, _, t = x.shape
+        span = (d.uniform((b, 1), *self.scale) * t).round().clamp(1, t)  # (B, 1) window length in samples
+        start = (d.uniform((b, 1), 0.0, 1.0) * (t - span + 1)).floor()  # where the window starts in x
+        place = (d.uniform((b, 1), 0.0, 1.0) * (t - span + 1)).floor()  # where it lands in the output
+        idx = torch.arange(t, device=x.device, dtype=x.dtype)  # (T,)
+        src = (idx - place + start).clamp(0, t - 1).long()  # (B, T) whole-sample positions
+        keep = (idx >= place) & (idx < place + span)  # (B, T)
+        out = x.gather(2, src.unsqueeze(1).expand(-1, x.shape[1], -1))
+        return out.masked_fill(~keep.unsqueeze(1), 0.0)
+
+
+@dataclass(frozen=True)
+class TimeWarp:
+    """Smooth random speed changes: local speed in [1 - strength, 1 + strength], length kept (changes RR)."""
+
+    changes_time_scale: ClassVar[bool] = True
     strength: float = 0.2
     knots: int = 4
     p: float = 1.0
@@ -215,7 +240,7 @@ class BandPass:
         return torch.fft.irfft(spec * keep, n=t, dim=-1)
 
 
-Op = (RandomResizedCrop | TimeWarp | AmplitudeScale | GaussianNoise | BaselineWander | Powerline
+Op = (RandomResizedCrop | RandomCrop | TimeWarp | AmplitudeScale | GaussianNoise | BaselineWander | Powerline
       | LeadDropout | SegmentMask | BandPass)
 
 
@@ -257,8 +282,30 @@ class Augment:
 
 PRESETS: dict[str, tuple[Op, ...]] = {
     "none": (),
-    # pretraining views: moderate strengths (crop + time-out carry most of SimCLR's signal on ECGs)
+    # pretraining views that keep heart rate and RR intervals, so one encoder serves rhythm tasks too:
+    # crop and shift without resizing (with time-out, most of SimCLR's signal on ECGs), no time warp
     "simclr": (
+        RandomCrop(scale=(0.5, 1.0), p=1.0),
+        AmplitudeScale(scale=(0.8, 1.25), p=0.5),
+        BaselineWander(freq=(0.05, 0.5), amplitude=(0.0, 0.2), p=0.5),
+        GaussianNoise(sigma=(0.0, 0.05), p=0.5),
+        LeadDropout(p_lead=0.2, p=0.3),
+        SegmentMask(fraction=(0.05, 0.25), p=0.5),
+    ),
+    # few-shot "with augmentation": stronger, adds mains hum and band-pass; keeps the time scale
+    "strong": (
+        RandomCrop(scale=(0.4, 1.0), p=0.8),
+        AmplitudeScale(scale=(0.6, 1.6), p=0.8),
+        BaselineWander(freq=(0.05, 0.5), amplitude=(0.0, 0.4), p=0.5),
+        Powerline(amplitude=(0.0, 0.1), p=0.3),
+        GaussianNoise(sigma=(0.0, 0.1), p=0.5),
+        BandPass(low=(0.0, 1.0), high=(15.0, 40.0), p=0.5),
+        LeadDropout(p_lead=0.25, p=0.5),
+        SegmentMask(fraction=(0.1, 0.35), p=0.5),
+    ),
+    # the earlier views, with resizing crop and time warp: they change heart rate (75 bpm cropped to 0.7
+    # and stretched back reads 52 bpm), so rhythm tasks refuse them
+    "simclr_resize": (
         RandomResizedCrop(scale=(0.5, 1.0), p=1.0),
         TimeWarp(strength=0.1, p=0.3),
         AmplitudeScale(scale=(0.8, 1.25), p=0.5),
@@ -267,8 +314,7 @@ PRESETS: dict[str, tuple[Op, ...]] = {
         LeadDropout(p_lead=0.2, p=0.3),
         SegmentMask(fraction=(0.05, 0.25), p=0.5),
     ),
-    # few-shot "with augmentation": stronger, adds mains hum and band-pass
-    "strong": (
+    "strong_resize": (
         RandomResizedCrop(scale=(0.4, 1.0), p=0.8),
         TimeWarp(strength=0.2, p=0.5),
         AmplitudeScale(scale=(0.6, 1.6), p=0.8),
@@ -280,10 +326,26 @@ PRESETS: dict[str, tuple[Op, ...]] = {
         SegmentMask(fraction=(0.1, 0.35), p=0.5),
     ),
 }
+# Tasks whose labels are heart rate and RR intervals: no op may change the time scale for them.
+RHYTHM_TASKS = frozenset({"rhythm5"})
 
 
-def build_augment(preset: str, sampling_rate: float) -> Augment:
-    """The augmentation pipeline ``preset`` ('none', 'simclr', 'strong') at ``sampling_rate`` Hz."""
+def keeps_time_scale(preset: str) -> bool:
+    """True when no op of the preset resizes or warps time (heart rate and RR intervals stay)."""
+    return not any(getattr(op, "changes_time_scale", False) for op in PRESETS[preset])
+
+
+def check_preset(preset: str, task: str = "") -> None:
+    """ValueError for an unknown preset, or one that changes the time scale on a rhythm task."""
     if preset not in PRESETS:
         raise ValueError(f"unknown augmentation preset {preset!r}; known presets: {', '.join(PRESETS)}")
+    if task in RHYTHM_TASKS and not keeps_time_scale(preset):
+        safe = [p for p in PRESETS if keeps_time_scale(p)]
+        raise ValueError(f"augmentation preset {preset!r} resizes or warps time, which changes heart rate and RR "
+                         f"intervals, the labels of task {task!r}; use one of {', '.join(safe)}")
+
+
+def build_augment(preset: str, sampling_rate: float, task: str = "") -> Augment:
+    """The augmentation pipeline ``preset`` at ``sampling_rate`` Hz; rhythm tasks refuse time-scale changes."""
+    check_preset(preset, task)
     return Augment(PRESETS[preset], sampling_rate)

@@ -16,10 +16,12 @@ from ssrl.augment import (
     GaussianNoise,
     LeadDropout,
     Powerline,
+    RandomCrop,
     RandomResizedCrop,
     SegmentMask,
     TimeWarp,
     build_augment,
+    keeps_time_scale,
 )
 
 
@@ -51,7 +53,7 @@ def test_presets_preserve_shape_dtype_device(preset: str, fs: int, t: int, dtype
     assert torch.isfinite(y).all()
 
 
-@pytest.mark.parametrize("preset", ["simclr", "strong"])
+@pytest.mark.parametrize("preset", ["simclr", "strong", "simclr_resize", "strong_resize"])
 def test_same_seed_same_output_other_seed_differs(preset: str) -> None:
     aug, x = build_augment(preset, 100), ecg()
     assert torch.equal(aug(x, gen(1)), aug(x, gen(1)))
@@ -185,3 +187,25 @@ def test_runs_on_cuda_with_cuda_or_cpu_generator() -> None:
     y = aug(x, torch.Generator(device="cuda").manual_seed(0))
     assert y.device == x.device and torch.equal(y, aug(x, torch.Generator(device="cuda").manual_seed(0)))
     assert aug(x, gen()).device == x.device
+
+
+def test_random_crop_keeps_sample_spacing_and_zeroes_the_rest() -> None:
+    ramp = torch.arange(1000.0).expand(16, 2, -1).clone() + 1  # no zero inside the signal
+    y = Augment((RandomCrop(scale=(0.3, 0.6)),), 100)(ramp, gen())
+    kept = y != 0
+    assert torch.equal(kept, kept[:, :1].expand_as(kept))  # the same window in every lead
+    for row, keep in zip(y[:, 0], kept[:, 0]):  # test-side loop only
+        idx = keep.nonzero().flatten()
+        assert 300 <= len(idx) <= 600 and idx[-1] - idx[0] + 1 == len(idx)  # one contiguous window
+        assert torch.equal(row[idx].diff(), torch.ones(len(idx) - 1))  # unstretched: one sample per sample
+    assert len({int(k.nonzero()[0]) for k in kept[:, 0]}) > 1  # placed differently per record
+    assert len({float(r[r != 0][0]) for r in y[:, 0]}) > 1  # cut from different places
+
+
+def test_rhythm_tasks_refuse_presets_that_change_the_time_scale() -> None:
+    assert [p for p in PRESETS if keeps_time_scale(p)] == ["none", "simclr", "strong"]
+    for preset in ("simclr_resize", "strong_resize"):
+        build_augment(preset, 100, "superdiagnostic")
+        with pytest.raises(ValueError, match="heart rate"):
+            build_augment(preset, 100, "rhythm5")
+    build_augment("strong", 100, "rhythm5")

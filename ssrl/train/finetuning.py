@@ -209,7 +209,7 @@ def finetune(cfg: FinetuneConfig, report: Report, out_dir: Path | None = None) -
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     loss_fn = nn.BCEWithLogitsLoss() if run.labels.multilabel else nn.CrossEntropyLoss()
-    augment = build_augment(cfg.spec.augment, cfg.sampling_rate)
+    augment = build_augment(cfg.spec.augment, cfg.sampling_rate, cfg.task)
     aug_gen = torch.Generator(device=run.device).manual_seed(cfg.seed + 1)
     stopper, best, history, epoch = EarlyStopping(cfg.patience), None, [], 0
 

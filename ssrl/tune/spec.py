@@ -133,10 +133,13 @@ def _resolve(name: str, scale: str, path: Path, raw: dict) -> SweepSpec:
         raise ConfigError(f"task {task!r} is unknown; use one of {', '.join(N_CLASSES)}")
     cells = _cells(name, merged, task)
     track_train = merged.get("track_train") or {}
+    from ssrl.augment import check_preset  # torch: imported only once a sweep file is read
+
     for cell in cells:
         extra = {"pretrained": "check"} if TRACKS[cell.track].init == "ssl" else {}
-        from_dict(FinetuneConfig, {**train, **track_train.get(cell.track, {}), **extra, "task": task,
-                                   "track": cell.track, "fraction": cell.fraction or 1.0})
+        cfg = from_dict(FinetuneConfig, {**train, **track_train.get(cell.track, {}), **extra, "task": task,
+                                         "track": cell.track, "fraction": cell.fraction or 1.0})
+        check_preset(cfg.spec.augment, task)  # rhythm tasks refuse views that change heart rate
     unknown_tt = sorted(set(track_train) - {c.track for c in cells})
     if unknown_tt:
         raise ConfigError(f"track_train names track(s) {unknown_tt} that this sweep does not run")

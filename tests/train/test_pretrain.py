@@ -49,8 +49,9 @@ def _view_retrieval(encoder, x: torch.Tensor, seed: int) -> float:
 def test_pretraining_learns_features_that_hold_on_unseen_records(pt_cfg, synth_root, cache_dir, tmp_path):
     """SimCLR must learn what its objective asks on records it never saw (val and test folds).
 
-    Measured on AVX2 and AVX-512 (bf16) CPUs over seeds 0-2: a random cnn6 retrieves 39-54 % of views,
-    8 SimCLR epochs 73-88 %. A label probe was the old check; on this synthetic data a random encoder
+    With the rate-keeping views (crop without resizing), measured on an AVX-512 (bf16) CPU over seeds 0-2:
+    a random cnn6 retrieves 31-45 % of views, 8 SimCLR epochs 60-64 % (gains 0.16-0.29; seed 0: +0.21).
+    The resizing views gave 39-54 % and 73-88 % on AVX2 and AVX-512 CPUs. A label probe was the old check; on this synthetic data a random encoder
     already probes at 0.80-0.92 AUROC and the gain (-0.03 to +0.06) is within the val fold's noise.
     """
     data = open_ptbxl(synth_root, 100, cache_dir)
@@ -61,4 +62,4 @@ def test_pretraining_learns_features_that_hold_on_unseen_records(pt_cfg, synth_r
     random_score = _view_retrieval(build_encoder("cnn6", in_leads=12, width=16), x, seed=5)
     pretrain(pt_cfg(epochs=8, max_pool=320, probe_every=0, encoder_width=16, lr=3e-3), lambda m: None, tmp_path)
     trained = load_encoder(tmp_path / LAST, expect="cnn6", expect_kwargs={"width": 16})
-    assert _view_retrieval(trained, x, seed=5) > random_score + 0.15
+    assert _view_retrieval(trained, x, seed=5) > random_score + 0.10
