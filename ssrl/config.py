@@ -12,6 +12,7 @@ PRECISIONS = ("auto", "fp32", "bf16")  # ssrl.train.precision resolves "auto" on
 # BatchNorm statistics a training encoder is evaluated with: recomputed on the labelled training subset
 # before every validation ("precise"), or the running averages training left ("running", the reference's).
 BN_STATS = ("precise", "running")
+SELECTIONS = ("last",)  # label-free choices of the pretrained encoder handed to fine-tuning
 
 
 class ConfigError(ValueError):
@@ -67,12 +68,16 @@ class PretrainConfig(DataSettings):
     temperature: float = 0.1
     proj_dim: int = 128
     max_pool: int = 0  # 0 = the whole pool; >0 subsamples it (smoke scales)
+    selection: str = "last"  # which epoch's encoder is handed on, chosen without labels: "last"
     probe_every: int = 5  # epochs between online linear probes; 0 = never
     probe_task: str = "superdiagnostic"
     probe_size: int = 1000  # labelled train records the probe fits on
 
     def __post_init__(self) -> None:
         _check_common(self)
+        if self.selection not in SELECTIONS:
+            raise ConfigError(f"selection {self.selection!r} is unknown; use one of {', '.join(SELECTIONS)} "
+                              "(pretraining chooses its encoder without labels)")
         _positive(self, "epochs", "batch_size", "lr", "temperature", "proj_dim")
         _nonnegative(self, "max_pool", "probe_every", "probe_size", "weight_decay")
 

@@ -1,4 +1,4 @@
-"""Self-supervised pretraining on the unlabelled pool, judged by an online linear probe."""
+"""Self-supervised pretraining on the unlabelled pool; an online linear probe monitors it and never selects."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from ssrl.models import build_encoder
 from ssrl.ssl import METHODS, build_method
 from ssrl.train.checkpoint import encoder_kwargs, save_encoder
 from ssrl.train.loop import (
-    EarlyStopping,
     LoopState,
     Report,
     Signals,
@@ -33,11 +32,14 @@ from ssrl.train.loop import (
 from ssrl.train.metrics import val_score
 from ssrl.train.precision import autocast, resolve_precision
 
+# BEST is the encoder handed to fine-tuning: chosen without labels (selection "last": the last epoch),
+# so no label of any split touches pretraining. LAST is the last epoch too; both names stay for the
+# published layout (<storage>/pretrained/<key>/).
 BEST, LAST = "encoder_best.pt", "encoder_last.pt"
 
 
 class Probe:
-    """Logistic regression on frozen embeddings of a small labelled train subset, scored on val."""
+    """Logistic regression on frozen embeddings of a small labelled train subset, scored on val (a monitor)."""
 
     def __init__(self, data: ECGData, task: str, size: int, seed: int, device: torch.device) -> None:
         labels = task_labels(data, task)
@@ -85,8 +87,20 @@ def method_kwargs(cfg: PretrainConfig) -> dict:
     return {k: getattr(cfg, k) for k in ("proj_dim", "temperature") if k in accepted}
 
 
+def make_probe(data: ECGData, cfg: PretrainConfig, device: torch.device) -> Probe | None:
+    """The online probe, or None when it is off or the data holds no labels for it (it only monitors)."""
+    if not cfg.probe_every:
+        return None
+    labels = task_labels(data, cfg.probe_task)
+    if min(len(labels.split("train")), len(labels.split("val"))) == 0:
+        warnings.warn(f"no {cfg.probe_task} labels in the train or val folds: pretraining runs without its probe",
+                      stacklevel=2)
+        return None
+    return Probe(data, cfg.probe_task, cfg.probe_size, cfg.seed, device)
+
+
 def pretrain(cfg: PretrainConfig, report: Report, out_dir: Path) -> dict:
-    """Pretrain an encoder; keep the best-by-probe and the last checkpoint in out_dir."""
+    """Pretrain an encoder; hand on the last epoch (encoder_best.pt, chosen without labels) in out_dir."""
     gen = seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
@@ -105,9 +119,9 @@ def pretrain(cfg: PretrainConfig, report: Report, out_dir: Path) -> dict:
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    probe = Probe(data, cfg.probe_task, cfg.probe_size, cfg.seed, device) if cfg.probe_every else None
+    probe = make_probe(data, cfg, device)
     steps_per_epoch = max(1, sum(1 for _ in batch_indices(len(sig), cfg.batch_size, torch.Generator())))
-    stopper, history, start = EarlyStopping(patience=10**9), [], 1
+    history, start = [], 1
     meta = {"probe_at_init": probe.score(method.encoder) if probe else None}
 
     state = LoopState.load(out_dir)
@@ -117,7 +131,7 @@ def pretrain(cfg: PretrainConfig, report: Report, out_dir: Path) -> dict:
         sched.load_state_dict(state.scheduler)
         gen.set_state(state.generator[0])
         aug_gen.set_state(state.generator[1].to(aug_gen.get_state().device))
-        stopper, history, start = EarlyStopping(**state.stopper), state.history, state.epoch + 1
+        history, start = state.history, state.epoch + 1
 
     for epoch in range(start, cfg.epochs + 1):
         method.train()
@@ -137,17 +151,14 @@ def pretrain(cfg: PretrainConfig, report: Report, out_dir: Path) -> dict:
                "precision": precision, **meta}
         sched.step()
         if probe is not None and (epoch % cfg.probe_every == 0 or epoch == cfg.epochs):
-            row["probe_score"] = probe.score(method.encoder)
-            if stopper.update(row["probe_score"], epoch):
-                save_encoder(out_dir / BEST, method.encoder, cfg.encoder, kwargs, to_dict(cfg), epoch=epoch)
-        save_encoder(out_dir / LAST, method.encoder, cfg.encoder, kwargs, to_dict(cfg), epoch=epoch)
-        if probe is None:  # no probe: the last epoch is the best we know
-            save_encoder(out_dir / BEST, method.encoder, cfg.encoder, kwargs, to_dict(cfg), epoch=epoch)
-        row.update(best_epoch=stopper.best_epoch, best_probe_score=stopper.best if probe else None)
+            row["probe_score"] = probe.score(method.encoder)  # logged, never used to pick an epoch
+        for name in (LAST, BEST):  # the handed-on encoder is this epoch's: the last one once training ends
+            save_encoder(out_dir / name, method.encoder, cfg.encoder, kwargs, to_dict(cfg), epoch=epoch,
+                         selection=cfg.selection)
         history.append(row)
         LoopState(epoch, method.state_dict(), opt.state_dict(), sched.state_dict(),
-                  [gen.get_state(), aug_gen.get_state().cpu()], vars(stopper), None, history).save(out_dir)
+                  [gen.get_state(), aug_gen.get_state().cpu()], {}, None, history).save(out_dir)
         report(row)
     final = dict(history[-1]) if history else {}
-    final.update(done=True, checkpoint=str(out_dir / BEST), n_pool=len(pool))
+    final.update(done=True, checkpoint=str(out_dir / BEST), n_pool=len(pool), selection=cfg.selection)
     return final

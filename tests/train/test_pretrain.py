@@ -63,3 +63,34 @@ def test_pretraining_learns_features_that_hold_on_unseen_records(pt_cfg, synth_r
     pretrain(pt_cfg(epochs=8, max_pool=320, probe_every=0, encoder_width=16, lr=3e-3), lambda m: None, tmp_path)
     trained = load_encoder(tmp_path / LAST, expect="cnn6", expect_kwargs={"width": 16})
     assert _view_retrieval(trained, x, seed=5) > random_score + 0.10
+
+
+def _without_labels(root, dest):
+    """A copy of a PTB-XL tree (record files hard-linked) whose every scp_codes cell is empty: no labels."""
+    import os
+    import shutil
+
+    import pandas as pd
+
+    shutil.copytree(root, dest, copy_function=os.link)
+    db = dest / "ptbxl_database.csv"
+    meta = pd.read_csv(db)
+    os.unlink(db)  # a hard link: write a new file, never through the original's inode
+    meta.assign(scp_codes="{}").to_csv(db, index=False)
+    return dest
+
+
+def test_encoder_handed_on_is_chosen_without_labels(pt_cfg, synth_root, cache_dir, tmp_path):
+    """The same pretraining with and without labels in the data hands on the same encoder, the last epoch's."""
+    labelled, unlabelled = tmp_path / "labelled", tmp_path / "unlabelled"
+    pretrain(pt_cfg(epochs=3), lambda m: None, labelled)
+    root = _without_labels(synth_root, tmp_path / "nolabels")
+    with pytest.warns(UserWarning, match="without its probe"):
+        pretrain(pt_cfg(epochs=3, data_root=str(root)), lambda m: None, unlabelled)
+    a, b = read_checkpoint(labelled / BEST), read_checkpoint(unlabelled / BEST)
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+    assert json.loads(a["extra"]) == {"epoch": 3, "selection": "last"}
+    last = read_checkpoint(labelled / LAST)["state_dict"]
+    assert all(torch.equal(v, last[k]) for k, v in a["state_dict"].items())
