@@ -2,8 +2,9 @@
 
 Every trial config carries a group name (``config["group"]``, e.g. ``"ssl_finetune@0.1"``).
 ``GroupedASHA`` keeps one ASHA per group, so a trial is only ever compared with trials of its
-own group; ``GroupedOptunaSearch`` keeps one seeded TPE study per group and gives each group
-exactly its budget of trials (round-robin), merging the group's fixed values into each config.
+own group; ``GroupedOptunaSearch`` keeps one TPE study per group, seeded from the search seed and the
+group name, and gives each group exactly its budget of trials (round-robin), merging the group's fixed
+values into each config.
 
     tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(
         metric=METRIC, mode="max", num_samples=-1, max_concurrent_trials=4,
@@ -13,6 +14,7 @@ exactly its budget of trials (round-robin), merging the group's fixed values int
 
 from __future__ import annotations
 
+import hashlib
 import math
 import pickle
 from collections.abc import Iterable, Mapping, Sequence
@@ -135,8 +137,13 @@ class GroupedASHA(FIFOScheduler):
             self.__dict__.update(pickle.load(f))
 
 
+def group_seed(seed: int, group: str) -> int:
+    """The sampler seed of one group: derived from the search seed and the group name (stable across runs)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{group}".encode()).digest()[:4], "big")
+
+
 class GroupedOptunaSearch(Searcher):
-    """One seeded Optuna TPE study per group; each group gets exactly its budget of trials."""
+    """One Optuna TPE study per group, seeded per group; each group gets exactly its budget of trials."""
 
     def __init__(
         self,
@@ -152,9 +159,10 @@ class GroupedOptunaSearch(Searcher):
     ) -> None:
         """space: Tune domains (tune.loguniform, ...); groups: fixed values incl. config[group_key].
 
-        Every group's study uses the same seed, so each group starts from the same candidate
-        points (a paired comparison of groups). ``objective="best"`` tells Optuna a trial's
-        best reported value (ASHA may stop a trial right after a good epoch); "last" the final one.
+        Each group's sampler has its own seed, ``group_seed(seed, group)``: with one shared seed every
+        group would try the same candidate points, and with a budget of two that is a search of two points
+        for the whole sweep. ``objective="best"`` tells Optuna a trial's best reported value (ASHA may stop
+        a trial right after a good epoch); "last" the final one.
         """
         _check_mode(mode)
         super().__init__(metric=metric, mode=mode)
@@ -211,7 +219,7 @@ class GroupedOptunaSearch(Searcher):
     def _study(self, group: str) -> OptunaSearch:
         """The group's OptunaSearch, created on first use."""
         if group not in self._studies:
-            sampler = optuna.samplers.TPESampler(seed=self._seed)
+            sampler = optuna.samplers.TPESampler(seed=group_seed(self._seed, group))
             self._studies[group] = OptunaSearch(space=self._distributions, metric=self._metric,
                                                 mode=self._mode, sampler=sampler, study_name=group)
         return self._studies[group]
@@ -293,9 +301,13 @@ def _best_value(result: Any, metric: str, mode: str) -> float | None:
 
 def best_per_group(results: Iterable[Any], metric: str, mode: str = "max",
                    group_key: str = GROUP_KEY) -> dict[str, dict[str, Any]]:
-    """Per group, the trial with the best best-so-far metric: {"config", "score", "path"}."""
+    """Per group, the trial with the best best-so-far metric: {"config", "score", "path", "n_trials"}.
+
+    ``n_trials`` counts the group's trials that reported the metric (the ones the choice was made among).
+    """
     _check_mode(mode)
     best: dict[str, dict[str, Any]] = {}
+    counts: dict[str, int] = {}
     for result in results:
         config = getattr(result, "config", None) or {}
         if getattr(result, "error", None) is not None or group_key not in config:
@@ -304,10 +316,11 @@ def best_per_group(results: Iterable[Any], metric: str, mode: str = "max",
         if score is None:
             continue
         group = str(config[group_key])
+        counts[group] = counts.get(group, 0) + 1
         old = best.get(group)
         if old is None or (score > old["score"] if mode == "max" else score < old["score"]):
             best[group] = {"config": dict(config), "score": score, "path": getattr(result, "path", None)}
-    return best
+    return {g: {**b, "n_trials": counts[g]} for g, b in best.items()}
 
 
 def best_config_per_group(results: Iterable[Any], metric: str, mode: str = "max",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,16 @@ N_CLASSES = {"superdiagnostic": 5, "rhythm5": 5}
 
 @dataclass(frozen=True)
 class Search:
-    """Per-group Optuna search with ASHA; `enabled: false` fixes the learning rate."""
+    """Per-group Optuna search with ASHA; `enabled: false` fixes the learning rate.
+
+    A search trial trains like the evaluation it chooses for: `epochs` is the sweep's `train.epochs`
+    (set by load_sweep, not a key of the sweep file), so the cosine schedule and patience are the same.
+    """
 
     enabled: bool = False
     samples_per_group: int = 8
     seed: int = 0
-    epochs: int = 30
+    epochs: int = 30  # = train.epochs, set by load_sweep
     lr: tuple[float, float] = (1e-4, 1e-2)
     weight_decay: tuple[float, float] = (1e-6, 1e-2)
     grace_period: int = 3
@@ -143,9 +148,25 @@ def _resolve(name: str, scale: str, path: Path, raw: dict) -> SweepSpec:
     unknown_tt = sorted(set(track_train) - {c.track for c in cells})
     if unknown_tt:
         raise ConfigError(f"track_train names track(s) {unknown_tt} that this sweep does not run")
-    search = Search(**_typed(Search, merged.get("search") or {}, "search"))
+    search = _search(merged.get("search") or {}, train, track_train)
     return SweepSpec(name, scale, path, task=task, metric=metric, cells=cells, track_train=track_train,
                      search=search, pretrain_method=merged.get("pretrain_method", "simclr"), **common)
+
+
+def _search(raw: dict, train: dict, track_train: dict) -> Search:
+    """The search settings, training for the evaluation's epochs (and so with its LR schedule)."""
+    if "epochs" in raw:
+        raise ConfigError("search.epochs is not a setting: the search trains with the evaluation's epoch "
+                          "budget and learning-rate schedule (train.epochs); remove it")
+    search = Search(**_typed(Search, raw, "search"))
+    epochs = int(train.get("epochs", FinetuneConfig.epochs))
+    own = sorted(t for t, o in track_train.items() if int(o.get("epochs", epochs)) != epochs)
+    if search.enabled and own:
+        raise ConfigError(f"track_train gives {own} epochs of their own, but the search trains every group with "
+                          f"train.epochs={epochs}; set epochs in train only")
+    if search.enabled and search.grace_period > epochs:
+        raise ConfigError(f"search.grace_period={search.grace_period} is longer than train.epochs={epochs}")
+    return dataclasses.replace(search, epochs=epochs)
 
 
 def _cells(name: str, merged: dict, task: str) -> tuple[Cell, ...]:

@@ -10,7 +10,13 @@ import pytest
 from ray import tune
 from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 
-from ssrl.tune.search import GroupedASHA, GroupedOptunaSearch, best_config_per_group, best_per_group
+from ssrl.tune.search import (
+    GroupedASHA,
+    GroupedOptunaSearch,
+    best_config_per_group,
+    best_per_group,
+    group_seed,
+)
 
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
 SPACE = {"lr": tune.loguniform(1e-4, 1e-1), "weight_decay": tune.loguniform(1e-6, 1e-2)}
@@ -81,6 +87,19 @@ def test_grouped_optuna_budgets_round_robin_and_merge():
     assert [again.suggest(f"t{i}") for i in range(6)] == configs  # seeded
 
 
+def test_each_group_draws_its_own_points():
+    """Groups' samplers have seeds of their own (from the search seed and the group): with one shared seed the
+    whole sweep tried the same two points in every group."""
+    s = GroupedOptunaSearch(SPACE, GROUPS, 2, metric="score", mode="max", seed=0)
+    points = {}
+    for i in range(6):
+        c = s.suggest(f"t{i}")
+        points.setdefault(c["group"], []).append((c["lr"], c["weight_decay"]))
+    assert len({tuple(p) for p in points.values()}) == 3, points
+    assert group_seed(0, "A") != group_seed(0, "B") and group_seed(0, "A") != group_seed(1, "A")
+    assert group_seed(0, "A") == group_seed(0, "A")  # stable across processes: a hash, not hash()
+
+
 def test_grouped_optuna_concurrency_and_best_so_far_objective():
     s = GroupedOptunaSearch(SPACE, GROUPS[:1], 3, seed=0)
     s.set_search_properties("score", "max", {"data_root": "/x"})
@@ -137,6 +156,7 @@ def test_best_config_per_group_uses_best_so_far():
     assert {g: c["tag"] for g, c in best_config_per_group(results, "score", "max").items()} == {
         "A": "peaked", "B": "nan"}
     assert best_per_group(results, "score", "min")["A"]["score"] == pytest.approx(0.3)
+    assert {g: b["n_trials"] for g, b in best_per_group(results, "score").items()} == {"A": 2, "B": 2}
 
 
 # ---- inside a real Tuner on local Ray ------------------------------------------------------
