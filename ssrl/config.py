@@ -72,14 +72,22 @@ class PretrainConfig(DataSettings):
     probe_every: int = 5  # epochs between online linear probes; 0 = never
     probe_task: str = "superdiagnostic"
     probe_size: int = 1000  # labelled train records the probe fits on
+    # method "masked" only: hide time segments (all leads) and whole leads, reconstruct them
+    mask_ratio: float = 0.5  # share of each record's time segments hidden
+    mask_seconds: float = 0.2  # length of one segment in seconds (20 samples at 100 Hz, 100 at 500 Hz)
+    mask_leads: float = 0.0  # probability that a whole lead is hidden too
+    decoder_width: int = 0  # decoder channels; 0 = a quarter of the encoder's feature channels (not saved with it)
 
     def __post_init__(self) -> None:
         _check_common(self)
         if self.selection not in SELECTIONS:
             raise ConfigError(f"selection {self.selection!r} is unknown; use one of {', '.join(SELECTIONS)} "
                               "(pretraining chooses its encoder without labels)")
-        _positive(self, "epochs", "batch_size", "lr", "temperature", "proj_dim")
-        _nonnegative(self, "max_pool", "probe_every", "probe_size", "weight_decay")
+        _positive(self, "epochs", "batch_size", "lr", "temperature", "proj_dim", "mask_seconds")
+        _nonnegative(self, "max_pool", "probe_every", "probe_size", "weight_decay", "decoder_width")
+        if not (0.0 < self.mask_ratio < 1.0 and 0.0 <= self.mask_leads < 1.0):
+            raise ConfigError(f"mask_ratio {self.mask_ratio} / mask_leads {self.mask_leads} out of range; "
+                              "use 0 < mask_ratio < 1 and 0 <= mask_leads < 1")
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,15 @@
-"""Encoder registry and heads: every encoder maps (B, leads, T) -> (B, out_dim)."""
+"""Encoder registry, heads and a decoder.
+
+Every encoder maps (B, leads, T) -> (B, out_dim) and exposes its pre-pool ``feature_map(x)``:
+(B, feature_dim, ~T / feature_stride), which ``forward`` pools.
+"""
 
 from __future__ import annotations
 
 from torch import nn
 
 from ssrl.models.cnn import CNN6
+from ssrl.models.decoder import ConvDecoder
 from ssrl.models.heads import HEADS, build_head
 from ssrl.models.xresnet import XResNet1d, XResNet1d50, XResNet1d101
 
@@ -22,4 +27,4 @@ def build_encoder(name: str, in_leads: int = 12, **kwargs) -> nn.Module:
     return ENCODERS[name](in_leads=in_leads, **kwargs)
 
 
-__all__ = ["ENCODERS", "HEADS", "CNN6", "XResNet1d", "XResNet1d50", "XResNet1d101", "build_encoder", "build_head"]
+__all__ = ["ENCODERS", "HEADS", "CNN6", "ConvDecoder", "XResNet1d", "XResNet1d50", "XResNet1d101", "build_encoder", "build_head"]

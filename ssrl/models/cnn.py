@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -11,7 +13,10 @@ WIDTH_MULT = (1, 1, 2, 2, 4, 4)  # channels 64, 64, 128, 128, 256, 256 at width 
 
 
 class CNN6(nn.Module):
-    """Six [Conv1d, BatchNorm1d, ReLU] blocks and global average pooling: (B, leads, T) -> (B, 4*width)."""
+    """Six [Conv1d, BatchNorm1d, ReLU] blocks and global average pooling: (B, leads, T) -> (B, 4*width).
+
+    ``feature_map`` is the pre-pool map (B, feature_dim, ceil(T / feature_stride)); ``forward`` pools it.
+    """
 
     def __init__(self, in_leads: int = 12, width: int = 64) -> None:
         super().__init__()
@@ -24,9 +29,15 @@ class CNN6(nn.Module):
             c_in = c_out
         self.features = nn.Sequential(*layers)
         self.in_leads = in_leads
-        self.out_dim = c_in
+        self.out_dim = self.feature_dim = c_in
+        self.feature_stride = math.prod(STRIDES)  # 8
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """Pre-pool features of a batch of ECGs."""
+        # x: (B, leads, T) -> f: (B, 4w, ceil(T/8))
+        return self.features(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Embed a batch of ECGs."""
-        # x: (B, leads, T) -> (B, 4w, ~T/8) -> h: (B, 4w)
-        return self.features(x).mean(dim=-1)
+        # x: (B, leads, T) -> f: (B, 4w, ~T/8) -> h: (B, 4w)
+        return self.feature_map(x).mean(dim=-1)

@@ -50,7 +50,10 @@ class Bottleneck(nn.Module):
 
 
 class XResNet1d(nn.Module):
-    """1-D bottleneck xresnet encoder: (B, leads, T) -> (B, 4*width) (or 8*width with concat pooling)."""
+    """1-D bottleneck xresnet encoder: (B, leads, T) -> (B, 4*width) (or 8*width with concat pooling).
+
+    ``feature_map`` is the pre-pool map (B, feature_dim = 4*width, ~T / feature_stride); ``forward`` pools it.
+    """
 
     layers: tuple[int, ...] = (3, 4, 6, 3)
 
@@ -75,12 +78,19 @@ class XResNet1d(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         self.concat_pool = concat_pool
         self.in_leads = in_leads
+        self.feature_dim = c_in
+        self.feature_stride = 2 ** (2 + len(layers) - 1)  # stem conv, max-pool, every stage after the first
         self.out_dim = c_in * (2 if concat_pool else 1)
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """Pre-pool features of a batch of ECGs."""
+        # x: (B, leads, T) -> f: (B, 4w, ~T/32)
+        return self.blocks(self.stem(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Embed a batch of ECGs."""
         # x: (B, leads, T) -> f: (B, 4w, ~T/32) -> h: (B, 4w) or (B, 8w)
-        f = self.blocks(self.stem(x))
+        f = self.feature_map(x)
         if self.concat_pool:
             return torch.cat([f.mean(dim=-1), f.amax(dim=-1)], dim=1)
         return f.mean(dim=-1)

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 from torch import nn
 
-from ssrl.ssl.losses import byol_loss, nt_xent
-from ssrl.ssl.methods import BYOL, SimCLR
+from ssrl.config import PretrainConfig
+from ssrl.ssl.losses import byol_loss, masked_mse, nt_xent
+from ssrl.ssl.masked import Masked, random_mask
+from ssrl.ssl.methods import BYOL, SimCLR, SSLMethod
 
-METHODS: dict[str, type[nn.Module]] = {"simclr": SimCLR, "byol": BYOL}
+# Every method is built as Method(encoder, cfg) and reads the PretrainConfig settings it needs.
+METHODS: dict[str, type[SSLMethod]] = {"simclr": SimCLR, "byol": BYOL, "masked": Masked}
 
 
-def build_method(name: str, encoder: nn.Module, **kwargs) -> nn.Module:
-    """Wrap ``encoder`` in the registered SSL method ``name``."""
+def build_method(name: str, encoder: nn.Module, cfg: PretrainConfig | None = None) -> SSLMethod:
+    """Wrap ``encoder`` in the registered SSL method ``name``, set up from ``cfg`` (defaults if None)."""
     if name not in METHODS:
         raise ValueError(f"unknown SSL method {name!r}; known methods: {', '.join(sorted(METHODS))}")
-    return METHODS[name](encoder, **kwargs)
+    return METHODS[name](encoder, cfg if cfg is not None else PretrainConfig())
 
 
-__all__ = ["BYOL", "METHODS", "SimCLR", "build_method", "byol_loss", "nt_xent"]
+__all__ = ["BYOL", "METHODS", "Masked", "SSLMethod", "SimCLR", "build_method", "byol_loss", "masked_mse",
+           "nt_xent", "random_mask"]

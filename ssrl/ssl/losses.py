@@ -44,3 +44,20 @@ def byol_loss(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """Mean of 2 - 2 cos(p, z) over rows; ``z`` (the target) is detached."""
     _check_pair(p, z, "p and z")
     return (2 - 2 * F.cosine_similarity(p.float(), z.detach().float(), dim=-1)).mean()
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean squared error over the positions where ``mask`` is True; the others do not count."""
+    if pred.shape != target.shape or mask.shape != target.shape:
+        raise ValueError(f"pred, target and mask must have equal shapes; got {tuple(pred.shape)}, "
+                         f"{tuple(target.shape)} and {tuple(mask.shape)}")
+    if mask.dtype != torch.bool:
+        raise ValueError(f"mask must be a bool tensor (True = masked, scored); got {mask.dtype}")
+    if not (pred.is_floating_point() and target.is_floating_point()):
+        raise ValueError(f"pred and target must be floating point; got {pred.dtype} and {target.dtype}")
+    n = mask.sum()
+    if not bool(n):  # data-dependent check: one host sync per call, negligible beside a forward pass
+        raise ValueError("mask selects no position; the masked loss needs at least one masked sample")
+    # float32 so bf16 autocast outputs give a sound sum; the target never receives gradients
+    err = (pred.float() - target.detach().float()).square()
+    return err.masked_fill(~mask, 0.0).sum() / n

@@ -1,7 +1,9 @@
-"""SSL methods: an online encoder plus a projector and a pure loss (solo-learn style).
+"""SSL methods: an online encoder plus a head and a pure loss (solo-learn style).
 
-A method is an ``nn.Module`` with ``.encoder`` (the online encoder: the one to save),
-``loss(x1, x2) -> Tensor`` on two augmented views ``(B, leads, T)``, and
+A method is an ``SSLMethod``: built as ``Method(encoder, cfg)`` from a ``PretrainConfig`` (each reads
+the settings it needs), with ``.encoder`` (the online encoder: the one to save),
+``inputs(x, augment, generator)`` (what ``loss`` takes, made from one standardised batch
+``(B, leads, T)``: two augmented views by default), ``loss(*inputs) -> Tensor`` and
 ``on_step_end(progress)`` called after each optimiser step with progress in [0, 1].
 New methods register in ``METHODS``; the training loop never names one.
 """
@@ -14,7 +16,28 @@ import math
 import torch
 from torch import nn
 
+from ssrl.augment import Augment
+from ssrl.config import PretrainConfig
 from ssrl.ssl.losses import byol_loss, nt_xent
+
+
+class SSLMethod(nn.Module):
+    """Base of every method: holds the encoder, makes two augmented views, has no per-step state."""
+
+    def __init__(self, encoder: nn.Module, cfg: PretrainConfig) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def inputs(self, x: torch.Tensor, augment: Augment, generator: torch.Generator | None) -> tuple[torch.Tensor, ...]:
+        """The arguments of ``loss`` for a standardised batch (B, leads, T): two augmented views."""
+        return augment(x, generator), augment(x, generator)
+
+    def loss(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """The method's loss on what ``inputs`` made."""
+        raise NotImplementedError
+
+    def on_step_end(self, progress: float) -> None:
+        """No per-step state."""
 
 
 def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
@@ -23,15 +46,15 @@ def mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
                          nn.Linear(hidden, out_dim))
 
 
-class SimCLR(nn.Module):
-    """SimCLR: encoder + MLP projector, NT-Xent between the two views."""
+class SimCLR(SSLMethod):
+    """SimCLR: encoder + MLP projector, NT-Xent between the two views (cfg: proj_dim, temperature)."""
 
-    def __init__(self, encoder: nn.Module, proj_dim: int = 128, proj_hidden: int = 512,
-                 temperature: float = 0.1) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.projector = mlp(encoder.out_dim, proj_hidden, proj_dim)
-        self.temperature = temperature
+    proj_hidden = 512
+
+    def __init__(self, encoder: nn.Module, cfg: PretrainConfig) -> None:
+        super().__init__(encoder, cfg)
+        self.projector = mlp(encoder.out_dim, self.proj_hidden, cfg.proj_dim)
+        self.temperature = cfg.temperature
 
     def loss(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         """NT-Xent of the projections of two views (B, leads, T)."""
@@ -40,28 +63,23 @@ class SimCLR(nn.Module):
         z2 = self.projector(self.encoder(x2))
         return nt_xent(z1, z2, self.temperature)
 
-    def on_step_end(self, progress: float) -> None:
-        """No per-step state."""
 
+class BYOL(SSLMethod):
+    """BYOL: online encoder/projector/predictor regress an EMA target's projection of the other view (cfg: proj_dim)."""
 
-class BYOL(nn.Module):
-    """BYOL: online encoder/projector/predictor regress an EMA target's projection of the other view."""
+    hidden = 512
+    base_momentum = 0.99  # tau at the start of training; the cosine schedule takes it to 1
 
-    def __init__(self, encoder: nn.Module, proj_dim: int = 128, hidden: int = 512,
-                 base_momentum: float = 0.99) -> None:
-        super().__init__()
-        if not 0.0 <= base_momentum <= 1.0:
-            raise ValueError(f"base_momentum must be in [0, 1]; got {base_momentum}")
-        self.encoder = encoder
-        self.projector = mlp(encoder.out_dim, hidden, proj_dim)
-        self.predictor = mlp(proj_dim, hidden, proj_dim)
+    def __init__(self, encoder: nn.Module, cfg: PretrainConfig) -> None:
+        super().__init__(encoder, cfg)
+        self.projector = mlp(encoder.out_dim, self.hidden, cfg.proj_dim)
+        self.predictor = mlp(cfg.proj_dim, self.hidden, cfg.proj_dim)
         # the target starts as an exact copy of the online network and never receives gradients
         self.target_encoder = copy.deepcopy(self.encoder)
         self.target_projector = copy.deepcopy(self.projector)
         for p in self._target_params():
             p.requires_grad_(False)
-        self.base_momentum = base_momentum
-        self.momentum = base_momentum  # tau used by the last on_step_end
+        self.momentum = self.base_momentum  # tau used by the last on_step_end
 
     def _online_params(self) -> list[nn.Parameter]:
         return [*self.encoder.parameters(), *self.projector.parameters()]
@@ -84,6 +102,8 @@ class BYOL(nn.Module):
         """EMA update of the target with tau = 1 - (1 - base) (cos(pi progress) + 1) / 2."""
         if not 0.0 <= progress <= 1.0:
             raise ValueError(f"progress must be in [0, 1]; got {progress}")
+        if not 0.0 <= self.base_momentum <= 1.0:
+            raise ValueError(f"base_momentum must be in [0, 1]; got {self.base_momentum}")
         tau = 1.0 - (1.0 - self.base_momentum) * (math.cos(math.pi * progress) + 1.0) / 2.0
         self.momentum = tau
         for t, o in zip(self._target_params(), self._online_params()):

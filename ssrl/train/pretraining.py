@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from pathlib import Path
 
@@ -81,12 +80,6 @@ class Probe:
         return val_score(self.y_val, full, False)
 
 
-def method_kwargs(cfg: PretrainConfig) -> dict:
-    """The config's method options that the chosen method accepts."""
-    accepted = inspect.signature(METHODS[cfg.method]).parameters
-    return {k: getattr(cfg, k) for k in ("proj_dim", "temperature") if k in accepted}
-
-
 def make_probe(data: ECGData, cfg: PretrainConfig, device: torch.device) -> Probe | None:
     """The online probe, or None when it is off or the data holds no labels for it (it only monitors)."""
     if not cfg.probe_every:
@@ -113,7 +106,7 @@ def pretrain(cfg: PretrainConfig, report: Report, out_dir: Path) -> dict:
     encoder = build_encoder(cfg.encoder, in_leads=12, **kwargs)
     if cfg.method not in METHODS:
         raise ValueError(f"method {cfg.method!r} is unknown; use one of {', '.join(METHODS)}")
-    method = build_method(cfg.method, encoder, **method_kwargs(cfg)).to(device)
+    method = build_method(cfg.method, encoder, cfg).to(device)
     augment = build_augment(cfg.augment, cfg.sampling_rate)
     params = [p for p in method.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -138,9 +131,9 @@ def pretrain(cfg: PretrainConfig, report: Report, out_dir: Path) -> dict:
         total, n = 0.0, 0
         for step, idx in enumerate(batch_indices(len(sig), cfg.batch_size, gen)):
             x = sig.get(idx)  # (B, 12, T)
-            x1, x2 = augment(x, aug_gen), augment(x, aug_gen)
+            inputs = method.inputs(x, augment, aug_gen)  # what the method's loss takes, e.g. two augmented views
             with autocast(device, precision):
-                loss = method.loss(x1, x2).float()
+                loss = method.loss(*inputs).float()
             check_finite(loss, epoch)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -1,11 +1,11 @@
-"""Encoders and heads: shapes for any leads/length, parameter counts, registry errors."""
+"""Encoders, heads and the decoder: shapes for any leads/length, feature maps, parameter counts, registry errors."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from ssrl.models import ENCODERS, HEADS, build_encoder, build_head
+from ssrl.models import ENCODERS, HEADS, ConvDecoder, build_encoder, build_head
 from ssrl.models.xresnet import Bottleneck
 
 TINY = {"cnn6": {"width": 8}, "xresnet1d50": {"width": 8}, "xresnet1d101": {"width": 4}}
@@ -22,6 +22,60 @@ def test_encoder_maps_any_leads_and_length_to_out_dim(name: str, leads: int, t: 
     h = enc(torch.randn(2, leads, t))
     assert h.shape == (2, enc.out_dim)
     assert torch.isfinite(h).all()
+
+
+@pytest.mark.parametrize("name", sorted(ENCODERS))
+@pytest.mark.parametrize("t", [1000, 256, 37])
+def test_feature_map_is_the_map_forward_pools(name: str, t: int) -> None:
+    torch.manual_seed(0)
+    enc = build_encoder(name, in_leads=12, **TINY[name])
+    x = torch.randn(3, 12, t)
+    f = enc.feature_map(x)
+    steps = -(-t // enc.feature_stride)  # ceil(T / stride) for a power-of-two T, within one step otherwise
+    assert f.shape[:2] == (3, enc.feature_dim) and abs(f.shape[-1] - steps) <= 1
+    if t % enc.feature_stride == 0:
+        assert f.shape[-1] == t // enc.feature_stride
+    assert torch.equal(enc(x), f.mean(dim=-1))  # bitwise: forward is the pooled feature map
+
+
+def test_encoder_outputs_and_weights_unchanged_by_feature_map() -> None:
+    """forward gives bitwise what the pre-feature_map code computed, and checkpoints keep their keys."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 12, 300)
+    cnn = build_encoder("cnn6", width=8)
+    assert torch.equal(cnn(x), cnn.features(x).mean(dim=-1))  # the old CNN6.forward
+    assert next(iter(cnn.state_dict())) == "features.0.weight"
+    for concat in (False, True):
+        xr = build_encoder("xresnet1d50", width=8, concat_pool=concat)
+        f = xr.blocks(xr.stem(x))  # the old XResNet1d.forward
+        old = torch.cat([f.mean(dim=-1), f.amax(dim=-1)], dim=1) if concat else f.mean(dim=-1)
+        assert torch.equal(xr(x), old) and xr.feature_dim == 32 and xr.out_dim == (64 if concat else 32)
+        assert {k.split(".")[0] for k in xr.state_dict()} == {"stem", "blocks"}
+
+
+@pytest.mark.parametrize("stride,t", [(8, 1000), (8, 37), (32, 1000), (32, 5000), (1, 20)])
+def test_decoder_maps_a_feature_map_back_to_the_input_length(stride: int, t: int) -> None:
+    dec = ConvDecoder(in_channels=16, out_leads=12, stride=stride, width=8)
+    ups = [m for m in dec.modules() if isinstance(m, torch.nn.ConvTranspose1d)]
+    assert len(ups) == stride.bit_length() - 1  # one doubling per factor 2 of the stride
+    y = dec(torch.randn(2, 16, -(-t // stride)), t)
+    assert y.shape == (2, 12, t) and torch.isfinite(y).all()
+    assert dec(torch.randn(2, 16, t // stride - 1), t).shape == (2, 12, t)  # a shorter map is padded
+
+
+def test_decoder_output_follows_the_feature_map_in_time() -> None:
+    dec = ConvDecoder(in_channels=4, out_leads=2, stride=8, width=8).eval()
+    f = torch.zeros(1, 4, 20)
+    a = dec(f, 160)
+    f[..., 15] = 5.0  # a change at feature step 15 moves the output around samples 15 * 8 .. 16 * 8
+    changed = (dec(f, 160) - a).abs().sum(1)[0] > 1e-6
+    assert changed[15 * 8 : 16 * 8].all() and not changed[: 12 * 8].any() and not changed[19 * 8 :].any()
+
+
+@pytest.mark.parametrize("stride,width", [(6, 8), (0, 8), (8, 0)])
+def test_decoder_rejects_bad_settings(stride: int, width: int) -> None:
+    with pytest.raises(ValueError, match="power-of-two|width"):
+        ConvDecoder(4, 12, stride, width)
 
 
 def test_cnn6_matches_reference_size() -> None:

@@ -1,22 +1,23 @@
-"""SimCLR and BYOL methods: registry, target network, EMA schedule, cross-view loss, learning."""
+"""SSL methods: one constructor signature, registry, BYOL target network and EMA schedule, cross-view loss, learning."""
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
 import torch
 
 from ssrl.augment import build_augment
+from ssrl.config import PretrainConfig
 from ssrl.models import build_encoder
-from ssrl.ssl import BYOL, METHODS, SimCLR, build_method, byol_loss, nt_xent
-
-SIZES = {"simclr": {"proj_dim": 16, "proj_hidden": 32}, "byol": {"proj_dim": 16, "hidden": 32}}
+from ssrl.ssl import BYOL, METHODS, Masked, SimCLR, SSLMethod, build_method, byol_loss, nt_xent
 
 
-def tiny(name: str, seed: int = 0, **kwargs) -> torch.nn.Module:
+def tiny(name: str, seed: int = 0, **cfg) -> SSLMethod:
     torch.manual_seed(seed)
-    return build_method(name, build_encoder("cnn6", in_leads=3, width=4), **{**SIZES[name], **kwargs})
+    settings = PretrainConfig(**{"proj_dim": 16, "decoder_width": 8, **cfg})
+    return build_method(name, build_encoder("cnn6", in_leads=3, width=4), settings)
 
 
 def views(seed: int = 0, b: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -25,11 +26,38 @@ def views(seed: int = 0, b: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_registry_and_encoder_attribute() -> None:
-    assert set(METHODS) == {"simclr", "byol"} and METHODS["simclr"] is SimCLR and METHODS["byol"] is BYOL
+    assert dict(METHODS) == {"simclr": SimCLR, "byol": BYOL, "masked": Masked}
     enc = build_encoder("cnn6", in_leads=3, width=4)
     assert build_method("byol", enc).encoder is enc
-    with pytest.raises(ValueError, match="byol, simclr"):
+    with pytest.raises(ValueError, match="byol, masked, simclr"):
         build_method("moco", enc)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_is_built_from_encoder_and_config(name: str) -> None:
+    params = list(inspect.signature(METHODS[name]).parameters)
+    assert params == ["encoder", "cfg"] and issubclass(METHODS[name], SSLMethod)
+    m = tiny(name, proj_dim=24, temperature=0.3)
+    assert isinstance(m.encoder, torch.nn.Module) and callable(m.loss) and callable(m.inputs)
+    if name in ("simclr", "byol"):  # the config's settings reach the method
+        assert m.projector[-1].out_features == 24
+    if name == "simclr":
+        assert m.temperature == 0.3
+
+
+def test_contrastive_inputs_are_two_augmented_views() -> None:
+    calls: list[torch.Tensor] = []
+
+    def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        calls.append(x)
+        return x + len(calls)
+
+    x = torch.zeros(2, 3, 8)
+    for name in ("simclr", "byol"):
+        calls.clear()
+        x1, x2 = tiny(name).inputs(x, augment, None)
+        assert len(calls) == 2 and all(c is x for c in calls)
+        assert torch.equal(x1, x + 1) and torch.equal(x2, x + 2)
 
 
 def test_simclr_loss_is_nt_xent_of_projections_and_step_end_is_noop() -> None:
@@ -78,7 +106,8 @@ def test_byol_loss_predicts_the_other_view_of_the_target() -> None:
 
 @pytest.mark.parametrize("progress", [0.0, 0.3, 1.0])
 def test_byol_ema_update_follows_cosine_schedule(progress: float) -> None:
-    m = tiny("byol", base_momentum=0.9)
+    m = tiny("byol")
+    m.base_momentum = 0.9
     opt = torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.5)
     x1, x2 = views()
     opt.zero_grad()
@@ -99,9 +128,13 @@ def test_byol_ema_update_follows_cosine_schedule(progress: float) -> None:
 def test_byol_rejects_progress_outside_unit_interval() -> None:
     with pytest.raises(ValueError, match="progress"):
         tiny("byol").on_step_end(1.5)
+    m = tiny("byol")
+    m.base_momentum = 1.5
+    with pytest.raises(ValueError, match="base_momentum"):
+        m.on_step_end(0.5)
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("name", ["byol", "simclr"])  # masked: tests/ssl/test_masked.py
 def test_loss_falls_over_20_steps(name: str) -> None:
     m = tiny(name)
     opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=3e-3)
@@ -109,7 +142,7 @@ def test_loss_falls_over_20_steps(name: str) -> None:
     x = torch.randn(16, 3, 128, generator=g)
     losses = []
     for step in range(20):
-        loss = m.loss(aug(x, g), aug(x, g))
+        loss = m.loss(*m.inputs(x, aug, g))
         opt.zero_grad()
         loss.backward()
         opt.step()
