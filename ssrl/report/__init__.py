@@ -2,18 +2,22 @@
 
 from ssrl.report.io import jsonable, write_json_atomic, write_text_atomic
 from ssrl.report.stats import (
+    add_fewshot_contrasts,
     add_paired_vs,
     build_cells,
     constant_macro_f1,
+    fisher_collapse_p,
     paired_difference,
     summarize,
 )
 from ssrl.report.tables import results_markdown, results_table_text
 
 __all__ = [
+    "add_fewshot_contrasts",
     "add_paired_vs",
     "build_cells",
     "constant_macro_f1",
+    "fisher_collapse_p",
     "jsonable",
     "paired_difference",
     "plot_fewshot",

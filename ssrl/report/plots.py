@@ -19,9 +19,11 @@ def _tracks(cells: list[dict]) -> list[str]:
 
 
 def condition_names(cells: list[dict]) -> list[str]:
-    """Axis labels of few-shot cells: the track with its N, since one track runs at several N."""
-    return [f"{c.get('track', '?')}\nN={c['n_labelled']}" if c.get("n_labelled") is not None
-            else str(c.get("track", "?")) for c in cells]
+    """Axis labels of few-shot cells: the track with its N (one track runs at several N), and 'running BN'
+    for the reference protocol's BatchNorm statistics."""
+    names = [f"{c.get('track', '?')}\nN={c['n_labelled']}" if c.get("n_labelled") is not None
+             else str(c.get("track", "?")) for c in cells]
+    return [n + ("\nrunning BN" if c.get("bn_stats") == "running" else "") for n, c in zip(names, cells)]
 
 
 def _save(fig: Any, path: str | os.PathLike) -> Path:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ssrl.report.tables import fmt, fmt_ci, fmt_p
+from ssrl.report.tables import NA, fmt, fmt_ci, fmt_p
 
 # Reference claims (small CNN, 100 Hz, PTB-XL 1.0.1), PROTOCOLS.md.
 REF_SCARCITY = {("ssl_finetune", 0.10): "0.8717 (SimCLR, 1 seed)", ("supervised", 0.10): "0.8606 (1 seed); 0.8699 ± 0.0034 (10 seeds)"}
@@ -38,19 +38,37 @@ def scarcity_table(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _ref_fewshot(cell: dict, cells: list[dict]) -> tuple[str, str]:
+    """The reference's claim for a cell: beside its protocol (running BN statistics) when that cell exists."""
+    key = (cell["track"], cell["n_labelled"])
+    has_running = any((c["track"], c["n_labelled"]) == key and c.get("bn_stats") == "running" for c in cells)
+    if has_running and cell.get("bn_stats") != "running":
+        return "", ""
+    return REF_FEWSHOT.get(key, ("", ""))
+
+
+def _delta(vs: dict | None) -> str:
+    """'+0.0123 [lo, hi], p=0.045' for a paired comparison, '—' without one."""
+    if vs is None or vs.get("mean_diff") is None:
+        return "—"
+    return f"{vs['mean_diff']:+.4f} {fmt_ci(vs.get('ci95'))}, {fmt_p(vs.get('p_value'))}"
+
+
 def fewshot_table(res: dict[str, Any]) -> str:
-    """Macro-F1 and collapse rate per condition, the trivial baseline, and the reference's claims."""
-    lines = ["| condition | N | test macro-F1 (mean ± std) | collapse rate | best epoch (mean) | seeds | reference macro-F1 | reference collapse |",
-             "|---|---|---|---|---|---|---|---|"]
+    """Macro-F1, paired Δ and collapse per condition, the trivial baseline, and the reference's claims."""
+    lines = ["| condition | BN stats | N | test macro-F1 (mean ± std) | Δ vs scratch [95 % CI], p | collapse rate "
+             "(Fisher p vs scratch) | single class on test | best epoch (mean) | seeds | reference macro-F1 | "
+             "reference collapse |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for cell in res["cells"]:
-        ref_f1, ref_c = REF_FEWSHOT.get((cell["track"], cell["n_labelled"]), ("", ""))
-        rate = cell.get("collapse_rate")
-        lines.append(f"| {cell['track']} | {cell['n_labelled']} | {_pm(cell)} | "
-                     f"{'—' if rate is None else f'{rate:.0%}'} | {fmt(cell.get('best_epoch_mean'), 1)} | "
-                     f"{len(cell['seeds'])} | {ref_f1} | {ref_c} |")
+        ref_f1, ref_c = _ref_fewshot(cell, res["cells"])
+        rate, single, p = cell.get("collapse_rate"), cell.get("single_class_rate"), cell.get("collapse_vs_scratch_p")
+        collapse = NA if rate is None else f"{rate:.0%}" + (f" ({fmt_p(p)})" if "collapse_vs_scratch_p" in cell else "")
+        lines.append(f"| {cell['track']} | {cell.get('bn_stats', NA)} | {cell['n_labelled']} | {_pm(cell)} | "
+                     f"{_delta(cell.get('vs_scratch'))} | {collapse} | {NA if single is None else f'{single:.0%}'} | "
+                     f"{fmt(cell.get('best_epoch_mean'), 1)} | {len(cell['seeds'])} | {ref_f1} | {ref_c} |")
     tb = res.get("trivial_baseline") or {}
     if tb:
-        lines.append(f"| always {tb['class']} (trivial) | — | {fmt(tb['value'])} | — | — | — | ≈ 0.18 | — |")
+        lines.append(f"| always {tb['class']} (trivial) | — | — | {fmt(tb['value'])} | — | — | — | — | — | ≈ 0.18 | — |")
     return "\n".join(lines)
 
 

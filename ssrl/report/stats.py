@@ -143,6 +143,7 @@ def build_cells(
         drop = set(group_keys) | STATS_KEYS
         stats = summarize([float(r[metric]) for r in ok])
         collapsed = [bool(r["collapsed"]) for r in ok if r.get("collapsed") is not None]
+        single = [bool(r["test_single_class"]) for r in ok if r.get("test_single_class") is not None]
         cell.update(
             n_labelled=(n_lab[0] if len(n_lab) == 1 else [n_lab[0], n_lab[-1]]) if n_lab else None,
             seeds=[r.get("seed") for r in ok],
@@ -151,7 +152,8 @@ def build_cells(
             std=stats["std"],
             ci95=stats["ci95"],
             n=stats["n"],
-            collapse_rate=float(np.mean(collapsed)) if collapsed else None,
+            collapse_rate=float(np.mean(collapsed)) if collapsed else None,  # None: no verdict (frozen tracks)
+            single_class_rate=float(np.mean(single)) if single else None,  # best model predicts one test class
             best_epoch_mean=_mean_or_none([r.get("best_epoch") for r in ok]),
             n_failed=len(failed),
             failed=sorted(failed, key=lambda f: _sort_key(f["seed"])),
@@ -183,12 +185,60 @@ def add_paired_vs(
         if len(matches) > 1:
             raise ValueError(f"{len(matches)} {baseline_track} cells match {cell.get('track')}; "
                              f"add the distinguishing key to match_keys")
-        mine = {r["seed"]: r[metric] for r in cell["per_seed"]}
-        theirs = {r["seed"]: r[metric] for r in matches[0]["per_seed"]}
-        common = sorted(set(mine) & set(theirs), key=_sort_key)
-        diff = paired_difference([mine[s] for s in common], [theirs[s] for s in common])
-        cell[name] = {k: diff[k] for k in ("mean_diff", "ci95", "p_value", "n_pairs")}
+        cell[name] = _paired(cell, matches[0], metric)
     return cells
+
+
+def collapse_counts(cell: dict) -> tuple[int, int] | None:
+    """(collapsed, seeds) over a cell's successful seeds; None when the collapse rule does not apply."""
+    flags = [bool(r["collapsed"]) for r in cell.get("per_seed", []) if r.get("collapsed") is not None]
+    return (sum(flags), len(flags)) if flags else None
+
+
+def fisher_collapse_p(a: dict, b: dict) -> float | None:
+    """Two-sided Fisher exact test of two cells' collapse rates (collapsed vs not, per seed); None if undefined."""
+    ca, cb = collapse_counts(a), collapse_counts(b)
+    if ca is None or cb is None:
+        return None
+    table = [[ca[0], ca[1] - ca[0]], [cb[0], cb[1] - cb[0]]]
+    return float(sps.fisher_exact(table).pvalue)
+
+
+def add_fewshot_contrasts(cells: list[dict], metric: str) -> list[dict]:
+    """Few-shot cells against scratch (and the reference protocol against precise BatchNorm statistics).
+
+    Every cell other than ``scratch`` gets ``vs_scratch`` (paired by seed against the scratch cell of the
+    same N and ``bn_stats``) and ``collapse_vs_scratch_p`` (Fisher's exact test of the collapse rates).
+    A ``running`` cell also gets ``vs_precise`` and ``collapse_vs_precise_p`` against the same track at the
+    same N with precise statistics: the size of the BatchNorm artefact. Mutates and returns ``cells``.
+    """
+    add_paired_vs(cells, metric, "scratch", ("n_labelled", "bn_stats"))
+    for cell in cells:
+        base = _match(cells, track="scratch", n_labelled=cell.get("n_labelled"), bn_stats=cell.get("bn_stats"))
+        if cell.get("track") != "scratch" and base is not None:
+            cell["collapse_vs_scratch_p"] = fisher_collapse_p(cell, base)
+        precise = _match(cells, track=cell.get("track"), n_labelled=cell.get("n_labelled"), bn_stats="precise")
+        if cell.get("bn_stats") == "running" and precise is not None:
+            cell["vs_precise"] = _paired(cell, precise, metric)
+            cell["collapse_vs_precise_p"] = fisher_collapse_p(cell, precise)
+    return cells
+
+
+def _match(cells: list[dict], **keys: Any) -> dict | None:
+    """The one cell whose values agree with keys (None when there is none)."""
+    found = [c for c in cells if all(c.get(k) == v for k, v in keys.items())]
+    if len(found) > 1:
+        raise ValueError(f"{len(found)} cells match {keys}")
+    return found[0] if found else None
+
+
+def _paired(cell: dict, base: dict, metric: str) -> dict[str, Any]:
+    """paired_difference of cell - base over the seeds both hold: mean_diff, ci95, p_value, n_pairs."""
+    mine = {r["seed"]: r[metric] for r in cell["per_seed"]}
+    theirs = {r["seed"]: r[metric] for r in base["per_seed"]}
+    common = sorted(set(mine) & set(theirs), key=_sort_key)
+    diff = paired_difference([mine[s] for s in common], [theirs[s] for s in common])
+    return {k: diff[k] for k in ("mean_diff", "ci95", "p_value", "n_pairs")}
 
 
 def constant_macro_f1(y_true: Sequence[int], label: int, n_classes: int) -> float:

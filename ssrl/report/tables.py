@@ -56,9 +56,20 @@ def _vs_key(cells: list[dict], results: dict) -> str | None:
     return None
 
 
-def _row(cell: dict, vs: str | None, has_fraction: bool) -> list[str]:
+def _collapse(cell: dict, vs: str | None) -> str:
+    """Collapse rate, with Fisher's p against the baseline when there is one; n/a where the rule does not apply."""
+    cr = cell.get("collapse_rate")
+    if cr is None:
+        return NA
+    key = f"collapse_{vs}_p" if vs else ""
+    return f"{100 * cr:.0f} % ({fmt_p(cell[key])})" if key in cell else f"{100 * cr:.0f} %"
+
+
+def _row(cell: dict, vs: str | None, has_fraction: bool, has_bn: bool = False) -> list[str]:
     """One table row for one cell."""
     row = [str(cell.get("track", NA))]
+    if has_bn:
+        row.append(str(cell.get("bn_stats", NA)))
     if has_fraction:
         frac = cell.get("fraction")
         row += [NA if frac is None else _fmt_fraction(frac)]
@@ -73,8 +84,8 @@ def _row(cell: dict, vs: str | None, has_fraction: bool) -> list[str]:
             row.append(NA)
         else:
             row.append(f"{d['mean_diff']:+.4f} {fmt_ci(d['ci95'])} {fmt_p(d['p_value'])} (n={d['n_pairs']})")
-    cr = cell.get("collapse_rate")
-    row += [NA if cr is None else f"{100 * cr:.0f} %", fmt(cell.get("best_epoch_mean"), 1)]
+    sc = cell.get("single_class_rate")
+    row += [_collapse(cell, vs), NA if sc is None else f"{100 * sc:.0f} %", fmt(cell.get("best_epoch_mean"), 1)]
     failed = cell.get("failed") or []
     seeds = ", ".join(str(f["seed"]) for f in failed)
     row.append(f"{len(failed)} (seed{'s' if len(failed) > 1 else ''} {seeds})" if failed else "0")
@@ -94,20 +105,26 @@ def results_markdown(results: dict[str, Any]) -> str:
     metric = results.get("metric", "metric")
     vs = _vs_key(cells, results)
     has_fraction = any("fraction" in c for c in cells)
-    header = ["track"] + (["fraction"] if has_fraction else []) + ["n labelled", "seeds ok",
-              f"{metric} mean ± std", "95 % CI"]
+    has_bn = any("bn_stats" in c for c in cells)
+    header = ["track"] + (["BN stats"] if has_bn else []) + (["fraction"] if has_fraction else []) + [
+        "n labelled", "seeds ok", f"{metric} mean ± std", "95 % CI"]
     if vs:
         header += [f"Δ {vs[3:]} (paired) [95 % CI] p"]
-    header += ["collapse", "best epoch", "failed"]
+    fisher = vs is not None and any(f"collapse_{vs}_p" in c for c in cells)
+    header += ["collapse" + (f" (Fisher p vs {vs[3:]})" if fisher else ""), "single class (test)", "best epoch",
+               "failed"]
     title = f"### {results.get('sweep', 'results')}: {metric}"
     lines = [title, ""]
-    lines += _table(header, [_row(c, vs, has_fraction) for c in cells])
+    lines += _table(header, [_row(c, vs, has_fraction, has_bn) for c in cells])
     trivial = results.get("trivial_baseline")
     if trivial:
         lines += ["", f"Trivial baseline ({trivial.get('name', 'constant prediction')}): "
                       f"{metric} {fmt(trivial.get('value'))}"]
     lines += ["", "Mean ± sample std over seeds; 95 % CI from the Student t distribution; "
-                  "Δ is paired by seed (paired t-test); failed seeds are excluded from the statistics."]
+                  "Δ is paired by seed (paired t-test); collapse rates are compared by Fisher's exact test; "
+                  "collapse is n/a where the rule does not apply (frozen encoders); single class = share of "
+                  "seeds whose best model predicts one class on the test fold; failed seeds are excluded "
+                  "from the statistics."]
     return "\n".join(lines) + "\n"
 
 

@@ -92,3 +92,29 @@ def test_plots_write_png(tmp_path, which):
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     assert os.listdir(tmp_path) == [f"{which}.png"]
+
+
+def test_fewshot_tables_show_bn_stats_fisher_and_na_collapse():
+    from ssrl.report import add_fewshot_contrasts
+    from ssrl.report.reference import fewshot_table
+
+    rows = [{"track": t, "bn_stats": bn, "n_labelled": 70, "seed": s, "test_macro_f1": 0.1 + 0.01 * s,
+             "collapsed": (None if t == "frozen_probe" else bn == "running"), "test_single_class": bn == "running"}
+            for t in ("scratch", "ssl", "frozen_probe") for bn in ("precise", "running") for s in (1, 2, 3)]
+    cells = add_fewshot_contrasts(build_cells(rows, "test_macro_f1", ("track", "n_labelled", "bn_stats")),
+                                  "test_macro_f1")
+    res = {"sweep": "fewshot", "metric": "test_macro_f1", "baseline_track": "scratch", "cells": cells}
+    md = results_markdown(res)
+    assert "BN stats" in md and "Fisher p vs scratch" in md
+    ssl_running = next(ln for ln in md.splitlines() if ln.startswith("| ssl ") and "running" in ln)
+    assert "100 % (p=1.000)" in ssl_running  # both collapse in every seed: Fisher's p is 1
+    frozen = next(ln for ln in md.splitlines() if ln.startswith("| frozen_probe") and "precise" in ln)
+    assert "| n/a " in frozen
+    ref = fewshot_table(res)
+    scratch_rows = [ln for ln in ref.splitlines() if ln.startswith("| scratch |")]
+    assert "0.115 ± 0.072" in scratch_rows[1] and "0.115" not in scratch_rows[0]  # the claim beside its protocol
+
+
+def test_fewshot_plot_names_the_running_protocol():
+    assert condition_names([{"track": "scratch", "n_labelled": 70, "bn_stats": "running"}]) == [
+        "scratch\nN=70\nrunning BN"]

@@ -1,6 +1,7 @@
 """Statistics against values computed by hand."""
 
 import math
+import statistics
 import warnings
 
 import pytest
@@ -107,3 +108,60 @@ def test_build_cells_without_fraction_and_duplicate_seed():
 def test_constant_macro_f1_by_hand():
     # always class 0 on 6x class 0 + one each of 1..4: F1_0 = 2*0.6*1/1.6 = 0.75, others 0
     assert constant_macro_f1([0] * 6 + [1, 2, 3, 4], 0, 5) == pytest.approx(0.15)
+
+
+def _fs_row(track, bn, n, seed, f1, collapsed, single=False):
+    return {"track": track, "bn_stats": bn, "n_labelled": n, "seed": seed, "test_macro_f1": f1,
+            "collapsed": collapsed, "test_single_class": single, "best_epoch": 1 if collapsed else 6}
+
+
+FEWSHOT_ROWS = [
+    # scratch with precise statistics: no collapse; ssl: one seed more than scratch (unpaired), rows shuffled
+    _fs_row("scratch", "precise", 70, 52, 0.25, False), _fs_row("scratch", "precise", 70, 42, 0.22, False),
+    _fs_row("scratch", "precise", 70, 62, 0.24, False),
+    _fs_row("ssl", "precise", 70, 62, 0.30, False), _fs_row("ssl", "precise", 70, 42, 0.27, True),
+    _fs_row("ssl", "precise", 70, 52, 0.26, False), _fs_row("ssl", "precise", 70, 72, 0.90, False),
+    # the reference protocol: scratch collapses in every seed and predicts one class
+    *[_fs_row("scratch", "running", 70, s, 0.03, True, True) for s in (42, 52, 62)],
+    _fs_row("ssl", "running", 70, 42, 0.19, False), _fs_row("ssl", "running", 70, 52, 0.20, False),
+    _fs_row("ssl", "running", 70, 62, 0.18, True),
+    _fs_row("scratch", "precise", 300, 42, 0.35, False),
+]
+
+
+def test_fewshot_contrasts_recompute_from_per_seed_values():
+    from scipy import stats
+
+    from ssrl.report import add_fewshot_contrasts
+
+    cells = add_fewshot_contrasts(build_cells(FEWSHOT_ROWS, "test_macro_f1", ("track", "n_labelled", "bn_stats")),
+                                  "test_macro_f1")
+    by = {(c["track"], c["n_labelled"], c["bn_stats"]): c for c in cells}
+    ssl = by[("ssl", 70, "precise")]
+    # paired by seed against scratch at the same N and bn_stats: seeds 42, 52, 62 (72 has no partner)
+    a, b = [0.27, 0.26, 0.30], [0.22, 0.25, 0.24]
+    d = [x - y for x, y in zip(a, b)]
+    h = T_975_DF2 * statistics.stdev(d) / math.sqrt(3)
+    assert ssl["vs_scratch"]["n_pairs"] == 3
+    assert ssl["vs_scratch"]["mean_diff"] == pytest.approx(statistics.mean(d))
+    assert ssl["vs_scratch"]["ci95"] == pytest.approx([statistics.mean(d) - h, statistics.mean(d) + h])
+    assert ssl["vs_scratch"]["p_value"] == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    # Fisher's exact test on collapsed / not collapsed over all successful seeds of both cells
+    assert ssl["collapse_vs_scratch_p"] == pytest.approx(stats.fisher_exact([[1, 3], [0, 3]]).pvalue)
+    run = by[("ssl", 70, "running")]
+    assert run["vs_scratch"]["mean_diff"] == pytest.approx(statistics.mean([0.19 - 0.03, 0.20 - 0.03, 0.18 - 0.03]))
+    assert run["collapse_vs_scratch_p"] == pytest.approx(stats.fisher_exact([[1, 2], [3, 0]]).pvalue)
+    # the BatchNorm artefact: running against precise statistics, same track and N
+    scr = by[("scratch", 70, "running")]
+    assert scr["vs_precise"]["mean_diff"] == pytest.approx(statistics.mean([0.03 - 0.22, 0.03 - 0.25, 0.03 - 0.24]))
+    assert scr["collapse_vs_precise_p"] == pytest.approx(stats.fisher_exact([[3, 0], [0, 3]]).pvalue)
+    assert scr["collapse_rate"] == 1.0 and scr["single_class_rate"] == 1.0 and ssl["single_class_rate"] == 0.0
+    assert "vs_scratch" not in by[("scratch", 70, "precise")] and "vs_precise" not in ssl
+    assert "vs_scratch" not in by[("scratch", 300, "precise")]  # the baseline itself
+
+
+def test_frozen_tracks_have_no_collapse_rate():
+    rows = [{"track": "ssl_frozen", "fraction": 0.1, "seed": s, "test_macro_auroc": 0.8, "collapsed": None,
+             "best_epoch": 1} for s in (1, 2)]
+    cell = build_cells(rows, "test_macro_auroc")[0]
+    assert cell["collapse_rate"] is None and cell["best_epoch_mean"] == 1.0
