@@ -49,16 +49,18 @@ class Resources:
 
 @dataclass(frozen=True)
 class Cell:
-    """One comparison group: a track at a fraction (scarcity) or at N labelled (fewshot)."""
+    """One comparison group: a track at a fraction (scarcity) or at N labelled (fewshot), and its BN statistics."""
 
     track: str
     fraction: float | None = None
     n_labelled: int | None = None
+    bn_stats: str = ""  # "" = the sweep's train setting (precise by default); "running" = the reference protocol
 
     @property
     def group(self) -> str:
-        """Stable group name, e.g. 'ssl_finetune@0.1' or 'scratch@N70'."""
-        return f"{self.track}@{self.fraction}" if self.fraction is not None else f"{self.track}@N{self.n_labelled}"
+        """Stable group name, e.g. 'ssl_finetune@0.1', 'scratch@N70' or 'scratch@N70:running'."""
+        name = f"{self.track}@{self.fraction}" if self.fraction is not None else f"{self.track}@N{self.n_labelled}"
+        return f"{name}:{self.bn_stats}" if self.bn_stats else name
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,7 @@ def _resolve(name: str, scale: str, path: Path, raw: dict) -> SweepSpec:
 
     for cell in cells:
         extra = {"pretrained": "check"} if TRACKS[cell.track].init == "ssl" else {}
+        extra.update({"bn_stats": cell.bn_stats} if cell.bn_stats else {})
         cfg = from_dict(FinetuneConfig, {**train, **track_train.get(cell.track, {}), **extra, "task": task,
                                          "track": cell.track, "fraction": cell.fraction or 1.0})
         check_preset(cfg.spec.augment, task)  # rhythm tasks refuse views that change heart rate
@@ -178,20 +181,28 @@ def _cells(name: str, merged: dict, task: str) -> tuple[Cell, ...]:
                 raise ConfigError(f"fraction {f} is out of range; use 0 < fraction <= 1")
         cells = tuple(Cell(t, fraction=f) for f in fractions for t in tracks)
     else:
-        cells = []
-        for c in merged.get("conditions") or []:
-            _no_unknown(c, {"track", "n"}, "conditions")
-            n = int(c["n"])
-            if n <= 0 or n % N_CLASSES[task]:
-                raise ConfigError(f"condition n={n} must be a positive multiple of {N_CLASSES[task]} (balanced classes)")
-            cells.append(Cell(str(c["track"]), n_labelled=n))
-        cells = tuple(cells)
+        cells = tuple(_condition(c, task) for c in merged.get("conditions") or [])
     for c in cells:
         if c.track not in TRACKS:
             raise ConfigError(f"track {c.track!r} is unknown; use one of {', '.join(TRACKS)}")
     if not cells:
         raise ConfigError("the sweep has no cells (tracks x fractions, or conditions)")
+    default_bn = str((merged.get("train") or {}).get("bn_stats", FinetuneConfig.bn_stats))
+    seen = [(c.track, c.fraction, c.n_labelled, c.bn_stats or default_bn) for c in cells]
+    if len(set(seen)) != len(seen):
+        raise ConfigError(f"conditions repeat a (track, n, bn_stats): {sorted({s for s in seen if seen.count(s) > 1})}")
     return cells
+
+
+def _condition(c: dict, task: str) -> Cell:
+    """One few-shot condition {track, n, bn_stats?} as a Cell; N must split evenly over the classes."""
+    _no_unknown(c, {"track", "n", "bn_stats"}, "conditions")
+    n, track, bn = int(c["n"]), str(c["track"]), str(c.get("bn_stats", ""))
+    if n <= 0 or n % N_CLASSES[task]:
+        raise ConfigError(f"condition n={n} must be a positive multiple of {N_CLASSES[task]} (balanced classes)")
+    if bn and track in TRACKS and TRACKS[track].frozen:
+        raise ConfigError(f"condition {track} n={n} sets bn_stats, but a frozen encoder keeps its own statistics")
+    return Cell(track, n_labelled=n, bn_stats=bn)
 
 
 def _merge(base: dict, over: dict) -> dict:

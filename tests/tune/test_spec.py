@@ -28,3 +28,15 @@ def test_search_epochs_of_their_own_are_refused(edited_sweeps):
         load_sweep("fewshot", "paper", edited_sweeps(fewshot={"search.epochs": 8}))
     with pytest.raises(SweepError, match="epochs of their own"):
         load_sweep("fewshot", "paper", edited_sweeps(fewshot={"track_train": {"scratch": {"epochs": 7}}}))
+
+
+def test_a_condition_may_run_the_reference_bn_protocol(edited_sweeps):
+    conditions = [{"track": "scratch", "n": 70}, {"track": "scratch", "n": 70, "bn_stats": "running"}]
+    spec = load_sweep("fewshot", "paper", edited_sweeps(fewshot={"conditions": conditions}))
+    assert [c.group for c in spec.cells] == ["scratch@N70", "scratch@N70:running"]
+    assert [c.bn_stats for c in spec.cells] == ["", "running"]
+    for bad, msg in [([*conditions, {"track": "scratch", "n": 70, "bn_stats": "precise"}], "repeat"),
+                     ([{"track": "scratch", "n": 70, "bn_stats": "ema"}], "bn_stats"),
+                     ([{"track": "ssl_frozen", "n": 70, "bn_stats": "running"}], "frozen encoder")]:
+        with pytest.raises(SweepError, match=msg):
+            load_sweep("fewshot", "paper", edited_sweeps(fewshot={"conditions": bad}))
