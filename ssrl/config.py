@@ -23,7 +23,7 @@ class ConfigError(ValueError):
 class Track:
     """How a fine-tuning track initialises, freezes and augments."""
 
-    init: str  # "random" | "ssl"
+    init: str  # "random" | "ssl" | "handcrafted" (no encoder: RR features + logistic regression)
     frozen: bool
     augment: str  # preset name in ssrl.augment
 
@@ -38,6 +38,7 @@ TRACKS: dict[str, Track] = {
     "scratch_aug": Track("random", False, "strong"),
     "ssl": Track("ssl", False, "none"),
     "ssl_aug": Track("ssl", False, "strong"),
+    "hrv_logreg": Track("handcrafted", True, "none"),  # the rhythm control: heart rate and RR statistics
 }
 
 

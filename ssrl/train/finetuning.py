@@ -15,6 +15,7 @@ from ssrl.data import ECGData, TaskLabels, balanced_subset, fraction_subset, ope
 from ssrl.models import build_encoder, build_head
 from ssrl.train.batchnorm import recompute_bn_stats
 from ssrl.train.checkpoint import encoder_kwargs, load_encoder
+from ssrl.train.handcrafted import hrv_logreg
 from ssrl.train.loop import (
     EarlyStopping,
     LoopState,
@@ -203,6 +204,8 @@ def train_epoch(run: Run, opt: torch.optim.Optimizer, loss_fn: nn.Module, augmen
 
 def finetune(cfg: FinetuneConfig, report: Report, out_dir: Path | None = None) -> dict:
     """Train one track on one labelled subset; report per epoch; return the best epoch's test metrics."""
+    if cfg.spec.init == "handcrafted":  # no network: the RR-feature control reports once
+        return hrv_logreg(cfg, report, out_dir)
     gen = seed_everything(cfg.seed)
     run = prepare(cfg)
     params = [p for p in run.net.parameters() if p.requires_grad]
