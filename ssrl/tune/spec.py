@@ -87,6 +87,11 @@ class SweepSpec:
         """True when some cell starts from an SSL encoder."""
         return any(TRACKS[c.track].init == "ssl" for c in self.cells)
 
+    @property
+    def searched_cells(self) -> tuple[Cell, ...]:
+        """The cells whose learning rate and weight decay are searched (a hand-crafted control has none)."""
+        return tuple(c for c in self.cells if TRACKS[c.track].init != "handcrafted")
+
 
 _TOP = {
     "pretrain": {"name", "methods", "seeds", "train", "resources", "scales", "data"},

@@ -40,3 +40,9 @@ def test_a_condition_may_run_the_reference_bn_protocol(edited_sweeps):
                      ([{"track": "ssl_frozen", "n": 70, "bn_stats": "running"}], "frozen encoder")]:
         with pytest.raises(SweepError, match=msg):
             load_sweep("fewshot", "paper", edited_sweeps(fewshot={"conditions": bad}))
+
+
+def test_the_hand_crafted_control_is_not_searched(edited_sweeps):
+    conditions = [{"track": "scratch", "n": 70}, {"track": "hrv_logreg", "n": 70}]
+    spec = load_sweep("fewshot", "paper", edited_sweeps(fewshot={"conditions": conditions}))
+    assert [c.group for c in spec.searched_cells] == ["scratch@N70"] and len(spec.cells) == 2
