@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,20 +14,21 @@ import numpy as np
 
 from ssrl.config import PRECISIONS, TRACKS, FinetuneConfig
 from ssrl.data import open_ptbxl, task_labels
+from ssrl.errors import USER_ERRORS
 from ssrl.report import (
     add_paired_vs,
     build_cells,
     constant_macro_f1,
     results_markdown,
-    results_table_text,
     write_json_atomic,
     write_text_atomic,
 )
 from ssrl.train.checkpoint import CheckpointError, encoder_kwargs
-from ssrl.tune import stages
+from ssrl.tune import console, describe, stages
 from ssrl.tune.dataset import DEFAULT_REAL, DatasetInfo, locate, open_dataset
 from ssrl.tune.spec import N_CLASSES, Cell, SweepError, SweepSpec, load_sweep
 from ssrl.tune.tracking import Tracker, TrialLogger, connect, error_text, git_commit, redact
+from ssrl.tune.trainables import METRIC
 
 STATE = "state.json"
 
@@ -51,6 +51,8 @@ class LaunchOptions:
     resume: bool = False
     sweeps_dir: str | None = None  # folder of sweep files (default: sweeps/ of this checkout)
     precision: str | None = None  # auto | fp32 | bf16 over the sweep files' train.precision
+    verbose: bool = False  # Ray's and Tune's own output on the console instead of <out>/logs/
+    dry_run: bool = False  # print the plan; start nothing, write nothing
 
 
 def _writable(folder: Path) -> None:
@@ -75,11 +77,12 @@ def _load_state(out_dir: Path, resume: bool) -> dict[str, Any]:
         raise SweepError(f"--resume: {path} is unreadable; run without --resume to start afresh") from None
 
 
-def _ray_init(address: str | None) -> None:
+def _ray_init(address: str | None) -> bool:
+    """Join the cluster at `address`, or start a local Ray; True when this call connected this process."""
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     if address:
         try:
             ray.init(address=address)
@@ -88,6 +91,7 @@ def _ray_init(address: str | None) -> None:
                              "start it (ray up / ray start --head) or leave out --address") from None
     else:  # a local Ray; no dashboard (a cluster's is bound to 127.0.0.1 by cluster.yaml)
         ray.init(include_dashboard=False, dashboard_host="127.0.0.1")
+    return True
 
 
 def _fit_resources(opts: LaunchOptions, spec: SweepSpec) -> tuple[float, float]:
@@ -125,19 +129,83 @@ def _load(name: str, scale: str, opts: LaunchOptions) -> SweepSpec:
     return dataclasses.replace(spec, train={**spec.train, "precision": opts.precision}, track_train=track_train)
 
 
-def run_sweep(opts: LaunchOptions) -> dict[str, Any]:
-    """Run a whole sweep and return its results dict (also written under <out>/<sweep>/).
-
-    Every input is checked before Ray starts, cheapest first: sweep files, out dir, --resume state,
-    tracking store (seconds), data (metadata, then the signal cache: minutes on first use), cell sizes
-    and reused pretrained checkpoints. A failed check raises one of ssrl.errors.USER_ERRORS having
-    overwritten nothing (at most an empty default MLflow store is created).
-    """
+def scale_of(opts: LaunchOptions) -> tuple[str, str]:
+    """The scale to run and why: --scale, else paper on real PTB-XL and demo on the synthetic one."""
+    if opts.scale:
+        return opts.scale, "--scale"
     real = bool(opts.data_root or os.environ.get("SSRL_DATA_ROOT") or (DEFAULT_REAL / "ptbxl_database.csv").exists())
-    scale = opts.scale or ("paper" if real else "demo")
+    return ("paper", "the default on real PTB-XL") if real else (
+        "demo", "the default on synthetic data: no PTB-XL found")
+
+
+def specs(opts: LaunchOptions, scale: str) -> tuple[SweepSpec, SweepSpec | None]:
+    """The sweep's spec and the pretraining spec it needs (the sweep itself for pretrain; else None)."""
     spec = _load(opts.sweep, scale, opts)
     pre_spec = spec if spec.name == "pretrain" else (
         _load("pretrain", scale, opts) if spec.needs_pretraining else None)
+    return spec, pre_spec
+
+
+@dataclass
+class _Checked:
+    """An invocation whose inputs all passed their checks: what run_sweep found before Ray starts."""
+
+    opts: LaunchOptions
+    spec: SweepSpec
+    pre_spec: SweepSpec | None
+    scale_why: str
+    out_dir: Path
+    state: dict[str, Any]
+    uri: str
+    client: Any  # MlflowClient
+    dataset: DatasetInfo
+    data_how: str
+    storage: str
+
+    @property
+    def log(self) -> Path | None:
+        """Ray's and Tune's output: <out>/logs/<sweep>-<run id>.log (None with --verbose: the console)."""
+        if self.opts.verbose:
+            return None
+        return self.out_dir.parent / "logs" / f"{self.spec.name}-{self.state['run_id']}.log"
+
+
+def run_sweep(opts: LaunchOptions) -> dict[str, Any]:
+    """Run a whole sweep and return its results dict (also written under <out>/<sweep>/).
+
+    Every input is checked before Ray starts (`_check`). The console shows a header, a progress line
+    per stage, failed trials and the summary; Ray's and Tune's own output goes to <out>/logs/ unless
+    opts.verbose. With opts.dry_run it prints the plan and returns {} having started and written nothing.
+    """
+    if opts.dry_run:
+        from ssrl.tune.describe import plan
+
+        print(plan(opts), flush=True)
+        return {}
+    run = _check(opts)
+    with console.session(run.log, discard_on=USER_ERRORS) as con:  # USER_ERRORS here: the cluster is unreachable
+        con.say(describe.header(run))
+        started = _ray_init(opts.address)
+        try:
+            results, experiment_id = _execute(run, con)
+            con.say(describe.summary(results, run, experiment_id))
+        finally:
+            if started:  # inside the session: Ray's goodbyes go to the log too
+                import ray
+
+                ray.shutdown()
+    return results
+
+
+def _check(opts: LaunchOptions) -> _Checked:
+    """Every input, cheapest first: sweep files, out dir, --resume state, tracking store (seconds), data
+    (metadata, then the signal cache: minutes on first use), cell sizes, reused pretrained checkpoints.
+
+    A failed check raises one of ssrl.errors.USER_ERRORS having overwritten nothing (at most an empty
+    default MLflow store is created).
+    """
+    scale, why = scale_of(opts)
+    spec, pre_spec = specs(opts, scale)
     out_dir = Path(opts.out).expanduser().resolve() / spec.name
     _writable(out_dir)
     state = _load_state(out_dir, opts.resume)
@@ -146,37 +214,41 @@ def run_sweep(opts: LaunchOptions) -> dict[str, Any]:
     uri = opts.tracking_uri or f"sqlite:///{out_dir.parent / 'mlflow.db'}"
     client = connect(uri)
     root, how = locate(opts.data_root, spec.data_records)
-    print(f"data: {root} ({how}); sweep {spec.name}, scale {scale}, {_precision_line(spec)}", flush=True)
     dataset = open_dataset(root, opts.sampling_rate)
     if opts.resume and state.get("fingerprint") not in (None, dataset.fingerprint):
         raise SweepError(f"--resume: {out_dir} was run on other data (fingerprint {state['fingerprint'][:12]})")
     storage = opts.storage or str(out_dir.parent / "ray")
     _preflight(spec, pre_spec, dataset, storage)
     state.update(scale=scale, fingerprint=dataset.fingerprint, sweep=spec.name)
-    _ray_init(opts.address)
+    return _Checked(opts, spec, pre_spec, why, out_dir, state, uri, client, dataset, how, storage)
+
+
+def _execute(run: _Checked, con: console.Console) -> tuple[dict[str, Any], str]:
+    """On a started Ray: open the MLflow parent run, run the stages, write and log the results."""
+    spec, pre_spec, state, opts = run.spec, run.pre_spec, run.state, run.opts
     cpus, gpus = _fit_resources(opts, spec)
     pre_cpus, pre_gpus = _fit_resources(opts, pre_spec) if pre_spec is not None else (cpus, gpus)
-    tags = {"sweep": spec.name, "scale": scale, "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint,
-            "git_commit": git_commit(), "tracking_uri": redact(uri)}
-    tracker = Tracker(client, f"ssrl-{spec.name}", state["run_id"], state.get("parent_run_id"), tags)
+    con.say(describe.compute(run, cpus, gpus, pre_cpus, pre_gpus))
+    tags = {"sweep": spec.name, "scale": spec.scale, "dataset": run.dataset.name,
+            "dataset_fingerprint": run.dataset.fingerprint, "git_commit": git_commit(), "tracking_uri": redact(run.uri)}
+    tracker = Tracker(run.client, f"ssrl-{spec.name}", state["run_id"], state.get("parent_run_id"), tags)
     state["parent_run_id"] = tracker.parent_id
-    write_json_atomic(out_dir / STATE, state)
-    ctx = stages.Context(storage=storage, run_id=state["run_id"], dataset=dataset, cpus=cpus, gpus=gpus,
+    write_json_atomic(run.out_dir / STATE, state)
+    ctx = stages.Context(storage=run.storage, run_id=state["run_id"], dataset=run.dataset, cpus=cpus, gpus=gpus,
                          max_concurrent=opts.max_concurrent, resume=opts.resume,
-                         callbacks=lambda stage: [TrialLogger(tracker, stage)],
-                         max_failures=spec.resources.max_failures, pretrain_cpus=pre_cpus, pretrain_gpus=pre_gpus)
+                         callbacks=lambda stage: [TrialLogger(tracker, stage), console.Progress(
+                             stage, METRIC if stage == "search" else None)],
+                         max_failures=spec.resources.max_failures, pretrain_cpus=pre_cpus, pretrain_gpus=pre_gpus,
+                         say=con.say)
     try:
-        results = _stages(ctx, spec, pre_spec, state, out_dir)
+        results = _stages(ctx, spec, pre_spec, state, run.out_dir)
     except BaseException as e:
         tracker.close([], status="KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
-    files = _write_results(results, out_dir)
+    files = _write_results(results, run.out_dir)
     _log_summaries(tracker, results)
     tracker.close(files)
-    print(results_table_text(results), flush=True)
-    failed = f": their reasons are under 'failed' in {out_dir / 'results.json'}" if results["n_failed"] else ""
-    print(f"{results['n_runs']} runs, {results['n_failed']} failed{failed}", flush=True)
-    return results
+    return results, tracker.exp_id
 
 
 def _preflight(spec: SweepSpec, pre_spec: SweepSpec | None, dataset: DatasetInfo, storage: str) -> None:
@@ -237,16 +309,16 @@ def _stages(ctx: stages.Context, spec: SweepSpec, pre_spec: SweepSpec | None, st
         pretrained = {r["method"]: r["uri"] for r in reversed(done) if "uri" in r}
         if not pretrained:  # the SSL cells cannot run; the others still do
             reason = f"pretraining {spec.pretrain_method} failed: {done[0]['error']}"[:300]
-            lost = [_failed_row(c, seed, spec, reason) for c in spec.cells if TRACKS[c.track].init == "ssl"
-                    for seed in spec.seeds]
-            spec = dataclasses.replace(spec, cells=tuple(c for c in spec.cells if TRACKS[c.track].init != "ssl"))
-            print(f"warning: {reason}; its {len(lost)} runs are recorded as failed", file=sys.stderr, flush=True)
+            ssl = [c for c in spec.cells if TRACKS[c.track].init == "ssl"]
+            lost = [_skipped_row(c, seed, spec, reason) for c in ssl for seed in spec.seeds]
+            spec = dataclasses.replace(spec, cells=tuple(c for c in spec.cells if c not in ssl))
+            ctx.say(f"SKIPPED {len(lost)} trials of {', '.join(c.group for c in ssl)} (not started: {reason})")
     chosen = state["stages"].get("search")
     if spec.search.enabled and chosen is None and spec.cells:
         chosen = stages.search(ctx, spec, pretrained)
         for group in sorted({c.group for c in spec.cells} - set(chosen)):
-            print(f"warning: search: no trial of {group} finished; it runs with the sweep file's lr and "
-                  "weight_decay", file=sys.stderr, flush=True)
+            ctx.say(f"warning: search: no trial of {group} finished; it runs with the sweep file's lr and "
+                    "weight_decay")
         state["stages"]["search"] = chosen
         write_json_atomic(out_dir / STATE, state)
     grid = stages.evaluate(ctx, spec, pretrained, chosen or {}) if spec.cells else []
@@ -255,10 +327,10 @@ def _stages(ctx: stages.Context, spec: SweepSpec, pre_spec: SweepSpec | None, st
     return _results(spec, ctx.dataset, rows, spec.metric, keys, state, chosen)
 
 
-def _failed_row(cell: Cell, seed: int, spec: SweepSpec, reason: str) -> dict[str, Any]:
-    """The results.json row of a run that never started (its pretraining failed)."""
+def _skipped_row(cell: Cell, seed: int, spec: SweepSpec, reason: str) -> dict[str, Any]:
+    """The row of a run that was not started because the pretraining it needs failed."""
     where = {"fraction": cell.fraction} if spec.name == "scarcity" else {"n_labelled": cell.n_labelled}
-    return {"track": cell.track, "seed": int(seed), **where, "status": "failed", "error": reason}
+    return {"track": cell.track, "seed": int(seed), **where, "status": "skipped", "error": f"skipped: {reason}"}
 
 
 def _row(result: Any, spec: SweepSpec) -> dict[str, Any]:
@@ -286,7 +358,9 @@ def _results(spec: SweepSpec, dataset: DatasetInfo, rows: list[dict], metric: st
     out: dict[str, Any] = {
         "sweep": spec.name, "scale": spec.scale, "run_id": state["run_id"],
         "dataset": dataset.as_dict(spec.task or "superdiagnostic"), "metric": metric, "cells": cells,
-        "n_runs": len(rows), "n_failed": sum(r.get("status") == "failed" for r in rows),
+        # n_failed: runs without a result, whether they failed or were skipped (n_skipped of them)
+        "n_runs": len(rows), "n_failed": sum(r.get("status") in ("failed", "skipped") for r in rows),
+        "n_skipped": sum(r.get("status") == "skipped" for r in rows),
         "precision": {"requested": str(spec.train.get("precision", "auto")),
                       "used": sorted({r["precision"] for r in rows if r.get("precision")})},
     }

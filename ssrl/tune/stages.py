@@ -37,6 +37,7 @@ class Context:
     max_failures: int = 2
     pretrain_cpus: float | None = None  # pretraining trials' own resources (sweeps/pretrain.yaml); None: cpus
     pretrain_gpus: float | None = None
+    say: Callable[[str], None] = print  # a line for the person watching (the sweep's console)
 
 
 def _fs(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -140,7 +141,7 @@ def ensure_pretrained(ctx: Context, spec: SweepSpec, methods: tuple[str, ...]) -
             cfg = pretrain_config(spec, method, seed, ctx.dataset)
             uri = pretrained_uri(ctx.storage, cfg, ctx.dataset.fingerprint)
             if published(uri):
-                print(f"pretraining {method} seed {seed}: reusing {uri}")
+                ctx.say(f"pretraining {method} seed {seed}: reusing {uri}")
                 out.append({"method": method, "seed": seed, "uri": uri})
             else:
                 todo.append((cfg, uri))
@@ -247,8 +248,8 @@ def evaluate(ctx: Context, spec: SweepSpec, pretrained: dict[str, str],
     space: dict[str, Any] = {"group": tune.grid_search(list(per_group)), "seed": tune.grid_search(list(spec.seeds)),
                              "stage": "eval"}
     for k in keys:
-        space[k] = tune.sample_from(lambda s, k=k: per_group[s.config["group"]].get(k))
-    space["trial_key"] = tune.sample_from(lambda s: f"eval/{s.config['group']}/seed{s.config['seed']}")
+        space[k] = tune.sample_from(lambda config, k=k: per_group[config["group"]].get(k))
+    space["trial_key"] = tune.sample_from(lambda config: f"eval/{config['group']}/seed{config['seed']}")
     return _run(ctx, f"{spec.name}-{ctx.run_id}-eval", finetune_trainable, space, _resources(ctx),
                 tune.TuneConfig(max_concurrent_trials=ctx.max_concurrent, reuse_actors=True), "eval")
 

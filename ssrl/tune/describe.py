@@ -1,0 +1,197 @@
+"""The words of a sweep's console: the header, the summary at the end, and the plan that --dry-run prints."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from ssrl.report import results_table_text
+from ssrl.tune.spec import SweepSpec
+from ssrl.tune.tracking import redact
+
+_W = 8  # width of the left column of the header and summary
+
+
+def _row(label: str, text: str) -> str:
+    return f"{label:<{_W}} {text}"
+
+
+def shown(path: Path | str) -> str:
+    """A path as the user can type it: relative when under the working directory, else absolute."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def records(root: Path | str, sampling_rate: int) -> int:
+    """How many records the data root holds at this rate (metadata and listing only, nothing written)."""
+    from ssrl.data.ptbxl import read_ptbxl
+
+    return len(read_ptbxl(root, sampling_rate).meta)
+
+
+def header(run: Any) -> str:
+    """What runs on what, and where everything goes (run: runner._Checked)."""
+    from ssrl.tune.runner import _precision_line
+
+    spec, ds = run.spec, run.dataset
+    data = f"{shown(ds.root)}: {records(ds.root, ds.sampling_rate)} records at {ds.sampling_rate} Hz; {run.data_how}"
+    log = f"{shown(run.log)} (Ray's and Tune's own output; --verbose shows it here)" if run.log else (
+        "this console (--verbose)")
+    return "\n".join([
+        f"ssrl {spec.name} sweep, scale {spec.scale} ({run.scale_why}), run {run.state['run_id']}, "
+        f"{_precision_line(spec)}",
+        _row("data", data),
+        _row("results", f"{shown(run.out_dir)}/"),
+        _row("logs", log),
+        _row("mlflow", f"{redact(run.uri)}, experiment ssrl-{spec.name}"),
+    ])
+
+
+def compute(run: Any, cpus: float, gpus: float, pre_cpus: float, pre_gpus: float) -> str:
+    """The Ray the sweep runs on and what each trial gets."""
+    import ray
+
+    have = ray.cluster_resources()
+    where = f"cluster {run.opts.address}" if run.opts.address else "local Ray"
+    per = f"{_amount(cpus, gpus)} per trial"
+    if run.pre_spec is not None and (pre_cpus, pre_gpus) != (cpus, gpus) and run.spec.name != "pretrain":
+        per += f" ({_amount(pre_cpus, pre_gpus)} per pretraining trial)"
+    device = "on GPU" if gpus > 0 else "on CPU"
+    return _row("compute", f"{where} with {_amount(have.get('CPU', 0), have.get('GPU', 0))}; {per}, {device}")
+
+
+def _amount(cpus: float, gpus: float) -> str:
+    return f"{cpus:g} CPU{'s' if cpus != 1 else ''}, {gpus:g} GPU{'s' if gpus != 1 else ''}"
+
+
+def mlflow_command(uri: str, experiment_id: str | None = None) -> str:
+    """How to open the MLflow UI on this store: the command for a local store, the address of a server."""
+    page = f"#/experiments/{experiment_id}" if experiment_id else ""
+    if uri.startswith(("http://", "https://")):
+        return f"open {redact(uri).rstrip('/')}/{page}"
+    if uri.startswith("sqlite:///"):
+        uri = "sqlite:///" + shown(uri[len("sqlite:///"):])
+    exe = Path(sys.executable).parent / "mlflow"  # the one beside this Python, e.g. .venv/bin/mlflow
+    exe_text = shown(exe) if exe.exists() else "mlflow"
+    cmd = f"{shlex.quote(exe_text)} ui --backend-store-uri {shlex.quote(redact(uri))} --host 127.0.0.1"
+    return f"{cmd}   then open http://127.0.0.1:5000/{page}"
+
+
+def summary(results: dict[str, Any], run: Any, experiment_id: str | None) -> str:
+    """The results table, what failed, and where results, logs and the MLflow UI are."""
+    out_dir = run.out_dir
+    n, failed, skipped = results["n_runs"], results["n_failed"], results.get("n_skipped", 0)
+    status = f"{n} runs, {failed} failed"
+    if failed:
+        status += (f" ({skipped} of them skipped)" if skipped else "") + (
+            ": each one's reason is under 'failed' in results.json; exit code 1")
+    files = [out_dir / "results.json", out_dir / "results.md"]
+    if results["sweep"] in ("scarcity", "fewshot"):
+        files.append(out_dir / f"{results['sweep']}.png")
+    lines = ["", results_table_text(results).rstrip("\n"), status]
+    lines += [_row("results" if i == 0 else "", shown(f)) for i, f in enumerate(files)]
+    if run.log:
+        lines.append(_row("logs", shown(run.log)))
+    lines.append(_row("mlflow", mlflow_command(run.uri, experiment_id)))
+    return "\n".join(lines)
+
+
+def plan(opts: Any) -> str:
+    """What `launch.py` would do with these options, found without starting Ray or writing a file."""
+    from ssrl.tune.runner import _precision_line, scale_of, specs
+
+    scale, why = scale_of(opts)
+    spec, pre_spec = specs(opts, scale)
+    out_dir = Path(opts.out).expanduser().resolve() / spec.name
+    storage = opts.storage or str(out_dir.parent / "ray")
+    root, how, fingerprint = _data_plan(opts, spec)
+    lines = [f"plan (--dry-run): ssrl {spec.name} sweep, scale {scale} ({why}), {_precision_line(spec)}",
+             _row("data", f"{shown(root)} ({how})")]
+    lines += _stage_plan(opts, spec, pre_spec, storage, (root, fingerprint))
+    uri = opts.tracking_uri or f"sqlite:///{out_dir.parent / 'mlflow.db'}"
+    lines += [_row("results", f"{shown(out_dir)}/ (results.json, results.md, the plot, state.json)"),
+              _row("logs", f"{shown(out_dir.parent / 'logs')}/" if not opts.verbose else "the console (--verbose)"),
+              _row("storage", f"{shown(storage)} (Ray Tune experiments, checkpoints, pretrained encoders)"),
+              _row("mlflow", f"{redact(uri)}, experiment ssrl-{spec.name}"),
+              "nothing was started and nothing was written; run without --dry-run to start"]
+    return "\n".join(lines)
+
+
+def _data_plan(opts: Any, spec: SweepSpec) -> tuple[Path, str, str | None]:
+    """The data root, how it was picked and how many records it holds, and its fingerprint if it exists."""
+    from ssrl.data.cache import fingerprint
+    from ssrl.data.ptbxl import read_ptbxl
+    from ssrl.tune.dataset import DEFAULT_REAL, SYNTH_SEED, cache_root
+
+    if opts.data_root or os.environ.get("SSRL_DATA_ROOT") or (DEFAULT_REAL / "ptbxl_database.csv").exists():
+        from ssrl.tune.dataset import locate
+
+        root, how = locate(opts.data_root, spec.data_records)  # a real root: locate only resolves the path
+    else:
+        root = (cache_root() / f"synthetic-ptbxl-{spec.data_records}-seed{SYNTH_SEED}").resolve()
+        how = "built-in synthetic PTB-XL, no real PTB-XL found"
+        if not (root / "SYNTHETIC").exists():
+            return root, f"{how}; {spec.data_records} records written on the first run", None
+    table = read_ptbxl(root, opts.sampling_rate)
+    return root, f"{how}; {len(table.meta)} records at {opts.sampling_rate} Hz", fingerprint(table)
+
+
+def _stage_plan(opts: Any, spec: SweepSpec, pre_spec: SweepSpec | None, storage: str,
+                data: tuple[Path, str | None]) -> list[str]:
+    """One line per stage: its trials, budgets and resources per trial."""
+    lines = []
+    if pre_spec is not None:
+        methods = pre_spec.methods if spec.name == "pretrain" else (spec.pretrain_method,)
+        n = len(methods) * len(pre_spec.seeds)
+        reused = _reused(opts, pre_spec, methods, storage, data)
+        lines.append(_row("pretrain", f"{n} trial{'s' * (n != 1)} ({', '.join(methods)} x seeds "
+                                      f"{list(pre_spec.seeds)}), {pre_spec.train.get('epochs', '?')} epochs, "
+                                      f"{_resources(opts, pre_spec)} per trial; {reused}"))
+    if spec.name == "pretrain":
+        return lines
+    groups, s = len(spec.cells), spec.search
+    if s.enabled:
+        lines.append(_row("search", f"{s.samples_per_group * groups} trials ({s.samples_per_group} per group x "
+                                    f"{groups} groups), up to {s.epochs} epochs, ASHA grace {s.grace_period} "
+                                    f"reduction {s.reduction_factor}, lr {list(s.lr)}, weight_decay "
+                                    f"{list(s.weight_decay)}; {_resources(opts, spec)} per trial"))
+    else:
+        lines.append(_row("search", "off (learning rates fixed per track in the sweep file)"))
+    lines.append(_row("eval", f"{groups * len(spec.seeds)} trials ({groups} groups x seeds {list(spec.seeds)}), "
+                              f"up to {spec.train.get('epochs', '?')} epochs, patience "
+                              f"{spec.train.get('patience', '?')}; {_resources(opts, spec)} per trial"))
+    cap = f"at most {opts.max_concurrent} trials at a time" if opts.max_concurrent else "as many trials at a time as fit"
+    lines.append(_row("", f"{cap}; a trial is retried {spec.resources.max_failures} times before it counts as failed"))
+    return lines
+
+
+def _resources(opts: Any, spec: SweepSpec) -> str:
+    """Resources per trial before Ray is asked what it has."""
+    cpus = opts.cpus_per_trial if opts.cpus_per_trial is not None else spec.resources.cpus_per_trial
+    if opts.gpus_per_trial is not None:
+        return _amount(cpus, opts.gpus_per_trial)
+    gpus = spec.resources.gpus_per_trial
+    return _amount(cpus, gpus) + (" (0 GPUs where the cluster has none)" if gpus else "")
+
+
+def _reused(opts: Any, pre_spec: SweepSpec, methods: tuple[str, ...], storage: str,
+            data: tuple[Path, str | None]) -> str:
+    """Whether the pretraining is already published in the storage (then it is reused, not run)."""
+    from ssrl.tune import stages
+
+    root, fingerprint = data
+    if fingerprint is None:
+        return "runs unless a finished one is in the storage"
+    ds = SimpleNamespace(root=str(root), sampling_rate=opts.sampling_rate)
+    found = [stages.published(stages.pretrained_uri(storage, stages.pretrain_config(pre_spec, m, s, ds),
+                                                    fingerprint)) for m in methods for s in pre_spec.seeds]
+    if all(found):
+        return "finished before: reused from the storage, not run again"
+    return f"{sum(found)} of {len(found)} reused from the storage, the rest run" if any(found) else "runs"
