@@ -12,7 +12,7 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from ssrl.augment import build_augment
+from ssrl.augment import Augment, build_augment
 from ssrl.config import PretrainConfig, to_dict
 from ssrl.data import ECGData, open_ptbxl, pretrain_rows, task_labels
 from ssrl.models import build_encoder
@@ -92,28 +92,53 @@ def make_probe(data: ECGData, cfg: PretrainConfig, device: torch.device) -> Prob
     return Probe(data, cfg.probe_task, cfg.probe_size, cfg.seed, device)
 
 
+def pretrain_pool(data: ECGData, cfg: PretrainConfig) -> np.ndarray:
+    """Rows of the unlabelled pool (folds 1-8), subsampled to cfg.max_pool when set."""
+    pool = pretrain_rows(data)
+    if cfg.max_pool and cfg.max_pool < len(pool):
+        pool = np.sort(np.random.default_rng(cfg.seed).choice(pool, cfg.max_pool, replace=False))
+    return pool
+
+
+def pretrain_epoch(method: nn.Module, sig: Signals, opt: torch.optim.Optimizer, augment: Augment,
+                   gens: tuple[torch.Generator, torch.Generator], cfg: PretrainConfig, epoch: int,
+                   precision: str) -> float:
+    """One pass over the pool in shuffled batches; returns the mean loss."""
+    steps_per_epoch = max(1, sum(1 for _ in batch_indices(len(sig), cfg.batch_size, torch.Generator())))
+    method.train()
+    total, n = 0.0, 0
+    for step, idx in enumerate(batch_indices(len(sig), cfg.batch_size, gens[0])):
+        x = sig.get(idx)  # (B, 12, T)
+        inputs = method.inputs(x, augment, gens[1])  # what the method's loss takes, e.g. two augmented views
+        with autocast(sig.device, precision):
+            loss = method.loss(*inputs).float()
+        check_finite(loss, epoch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        method.on_step_end(((epoch - 1) * steps_per_epoch + step + 1) / (cfg.epochs * steps_per_epoch))
+        total, n = total + loss.item(), n + 1
+    return total / max(n, 1)
+
+
 def pretrain(cfg: PretrainConfig, report: Report, out_dir: Path) -> dict:
     """Pretrain an encoder; hand on the last epoch (encoder_best.pt, chosen without labels) in out_dir."""
     gen = seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     data = open_ptbxl(cfg.data_root, cfg.sampling_rate, cfg.cache_dir or None)
-    pool = pretrain_rows(data)
-    if cfg.max_pool and cfg.max_pool < len(pool):
-        pool = np.sort(np.random.default_rng(cfg.seed).choice(pool, cfg.max_pool, replace=False))
+    pool = pretrain_pool(data, cfg)
     sig = Signals(data, pool, device)
     kwargs = encoder_kwargs(cfg.encoder_width)
-    encoder = build_encoder(cfg.encoder, in_leads=12, **kwargs)
     if cfg.method not in METHODS:
         raise ValueError(f"method {cfg.method!r} is unknown; use one of {', '.join(METHODS)}")
-    method = build_method(cfg.method, encoder, cfg).to(device)
+    method = build_method(cfg.method, build_encoder(cfg.encoder, in_leads=12, **kwargs), cfg).to(device)
     augment = build_augment(cfg.augment, cfg.sampling_rate)
-    params = [p for p in method.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=cfg.lr,
+                            weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     probe = make_probe(data, cfg, device)
-    steps_per_epoch = max(1, sum(1 for _ in batch_indices(len(sig), cfg.batch_size, torch.Generator())))
     history, start = [], 1
     meta = {"probe_at_init": probe.score(method.encoder) if probe else None}
 
@@ -127,21 +152,8 @@ def pretrain(cfg: PretrainConfig, report: Report, out_dir: Path) -> dict:
         history, start = state.history, state.epoch + 1
 
     for epoch in range(start, cfg.epochs + 1):
-        method.train()
-        total, n = 0.0, 0
-        for step, idx in enumerate(batch_indices(len(sig), cfg.batch_size, gen)):
-            x = sig.get(idx)  # (B, 12, T)
-            inputs = method.inputs(x, augment, aug_gen)  # what the method's loss takes, e.g. two augmented views
-            with autocast(device, precision):
-                loss = method.loss(*inputs).float()
-            check_finite(loss, epoch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            method.on_step_end(((epoch - 1) * steps_per_epoch + step + 1) / (cfg.epochs * steps_per_epoch))
-            total, n = total + loss.item(), n + 1
-        row = {"epoch": epoch, "train_loss": total / max(n, 1), "lr": opt.param_groups[0]["lr"],
-               "precision": precision, **meta}
+        loss = pretrain_epoch(method, sig, opt, augment, (gen, aug_gen), cfg, epoch, precision)
+        row = {"epoch": epoch, "train_loss": loss, "lr": opt.param_groups[0]["lr"], "precision": precision, **meta}
         sched.step()
         if probe is not None and (epoch % cfg.probe_every == 0 or epoch == cfg.epochs):
             row["probe_score"] = probe.score(method.encoder)  # logged, never used to pick an epoch
