@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
@@ -25,6 +26,9 @@ EPOCH_METRICS = ("train_loss", "val_score", "lr", "probe_score")  # the per-epoc
 # Keys Ray adds to every result: bookkeeping, not measurements.
 _RAY_KEYS = ("done", "epoch", "training_iteration", "pid", "timestamp", "should_checkpoint")
 _RAY_PREFIXES = ("time_", "timesteps_", "iterations_since", "warmup_time", "episodes_")
+# MLflow 3's UI opens an experiment in its model-training view (runs, charts, compare) only when it is
+# tagged as such; otherwise it guesses and may land on the GenAI overview (traces, token usage).
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 _PARAM_LEN = 500  # the smallest limit across MLflow versions and servers
 
 # Trackers alive in this driver process, by ssrl run id: Tune pickles its callbacks into the
@@ -83,6 +87,7 @@ def _env(**values: str) -> Iterator[None]:
 
 def connect(uri: str, timeout_s: float = 5.0) -> MlflowClient:
     """A client for the store, checked now: an unreachable server fails in seconds, not after training."""
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial ... tables" x2
     if uri.startswith("sqlite:///"):  # MLflow would retry an unopenable file for minutes
         db = Path(uri[len("sqlite:///"):])
         try:
@@ -182,7 +187,11 @@ class Tracker:
         commit = tags.get("git_commit", "unknown")
         self.tags = {**tags, "git_commit": commit, "mlflow.source.git.commit": commit.removesuffix("-dirty")}
         exp = client.get_experiment_by_name(experiment)
-        self.exp_id = exp.experiment_id if exp else client.create_experiment(experiment, self._artifacts(experiment))
+        self.exp_id = exp.experiment_id if exp else client.create_experiment(
+            experiment, self._artifacts(experiment), tags=EXPERIMENT_TAGS)
+        for k, v in EXPERIMENT_TAGS.items() if exp is not None else ():
+            if k not in exp.tags:  # an experiment made before we set it (a kind the user chose stays)
+                client.set_experiment_tag(self.exp_id, k, v)
         self.parent_id = self._reopen(parent_id) or client.create_run(
             self.exp_id, run_name=f"{tags.get('sweep')}-{run_id}",
             tags={**self.tags, "stage": "parent", "ssrl_run": run_id}).info.run_id
