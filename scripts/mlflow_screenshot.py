@@ -1,10 +1,17 @@
-"""Screenshot of the MLflow UI comparing ssl_finetune with supervised at one fraction.
+"""Screenshots of the MLflow UI: the runs a newcomer lands on, and ssl_finetune compared with supervised.
 
 Not part of CI: it needs Chromium (`apt-get install -y chromium`). It runs a smoke scarcity sweep
-into --out (unless one is there already), serves that MLflow store on 127.0.0.1, opens the
-compare-runs page of the eval runs of both tracks at --fraction in headless Chromium, arranges it
-over the DevTools protocol as a reader would (the plot on the test metric, params that differ),
-saves the whole page and stops the server and the browser by their pids:
+into --out (unless one is there already), serves that MLflow store on 127.0.0.1 and, in headless
+Chromium, as a user would:
+
+1. opens the link launch.py prints at the end of a sweep, checks that it lands on the runs table
+   (not MLflow 3's GenAI overview), filters the eval runs at --fraction, groups them by track and
+   saves that page (--runs-png);
+2. opens the compare-runs page of both tracks' eval runs at --fraction, arranges it over the
+   DevTools protocol as a reader would (the plot on the test metric, params that differ) and saves
+   the whole page (--png).
+
+It stops the server and the browser by their pids:
 
     python scripts/mlflow_screenshot.py --out runs-shot --fraction 0.25
 """
@@ -25,6 +32,7 @@ import urllib.request
 from pathlib import Path
 
 from ssrl.tune import server
+from ssrl.tune.describe import ui_page
 from ssrl.tune.server import free_port, stop
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,6 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="launch.py --out of a scarcity sweep (run at smoke scale when it holds none)")
     p.add_argument("--fraction", default="0.25", help="the label fraction to compare at (tags.fraction)")
     p.add_argument("--png", default=str(REPO / "docs" / "img" / "mlflow-compare.png"))
+    p.add_argument("--runs-png", default=str(REPO / "docs" / "img" / "mlflow-runs.png"))
     p.add_argument("--chromium", default=shutil.which("chromium") or shutil.which("chromium-browser") or "chromium")
     p.add_argument("--window", default="1600,1000", help="browser window WIDTH,HEIGHT")
     p.add_argument("--wait", type=float, default=60, help="seconds the JS app may take to render")
@@ -58,7 +67,7 @@ def ensure_sweep(out: Path) -> dict:
 
 
 def compare_ids(uri: str, run_id: str, fraction: str) -> tuple[str, list[str]]:
-    """Experiment id and the eval run ids of both tracks at `fraction` (supervised first, by seed)."""
+    """Experiment id and the eval run names of both tracks at `fraction` (supervised first, by seed)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
@@ -71,7 +80,7 @@ def compare_ids(uri: str, run_id: str, fraction: str) -> tuple[str, list[str]]:
                   key=lambda r: (r.data.tags["track"] != "supervised", int(r.data.tags["seed"])))
     if {r.data.tags["track"] for r in runs} != set(TRACKS):
         sys.exit(f"error: no eval runs of both {TRACKS} at fraction {fraction} in run {run_id}")
-    return exp.experiment_id, [r.info.run_id for r in runs]
+    return exp.experiment_id, [r.info.run_name for r in runs]
 
 
 def start_server(uri: str, port: int, log: Path) -> subprocess.Popen:
@@ -84,10 +93,10 @@ def start_server(uri: str, port: int, log: Path) -> subprocess.Popen:
     return proc
 
 
-def compare_url(base: str, experiment_id: str, run_ids: list[str]) -> str:
-    """The MLflow UI's compare-runs page for these runs."""
-    q = urllib.parse.urlencode({"runs": json.dumps(run_ids), "experiments": json.dumps([experiment_id])})
-    return f"{base}/#/compare-runs?{q}"
+def runs_url(base: str, experiment_id: str, fraction: str) -> str:
+    """The page launch.py's last line links to, with the search a reader types: eval runs at `fraction`."""
+    search = {"searchFilter": f"tags.stage = 'eval' and tags.fraction = '{fraction}'"}
+    return f"{ui_page(base, experiment_id)}&{urllib.parse.urlencode(search, quote_via=urllib.parse.quote)}"
 
 
 # Run in the page once it has loaded: params and tags show only what differs between the runs,
@@ -150,7 +159,9 @@ class _Page:
         await self.key("Escape", 27)
 
 
-async def _shoot(port: int, url: str, png: Path, width: int, height: int, wait_s: float) -> None:
+async def _shoot(port: int, url: str, names: list[str], pngs: tuple[Path, Path], width: int, height: int,
+                 wait_s: float) -> None:
+    """The runs page at `url` (pngs[0]), then, ticking the runs `names` and pressing Compare, the compare page."""
     import aiohttp  # an MLflow dependency
 
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5) as r:
@@ -161,30 +172,79 @@ async def _shoot(port: int, url: str, png: Path, width: int, height: int, wait_s
         await page.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1,
                         mobile=False)
         await page.call("Page.navigate", url=url)
-        deadline = time.monotonic() + wait_s
-        while not await page.js("document.body !== null && document.body.innerText.includes('Run details')"):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the compare page did not render in {wait_s:.0f} s")
-            await asyncio.sleep(0.5)
-        await asyncio.sleep(3)  # the plot and tables fill in after the run data arrives
-        await page.js(_CHIPS_JS)
-        for metric in PLOT_METRICS:
-            await page.pick(1, metric)
-        await page.js(_LAYOUT_JS)
-        await asyncio.sleep(2)
-        # the app scrolls inside <main>: make the viewport as tall as its content, then shoot
-        full = await page.js("(() => { const m = document.querySelector('main');"
-                             " return Math.ceil(m.scrollHeight + m.getBoundingClientRect().top + 16); })()")
-        await page.call("Emulation.setDeviceMetricsOverride", width=width, height=max(height, int(full)),
-                        deviceScaleFactor=1, mobile=False)
-        await asyncio.sleep(2)
-        shot = await page.call("Page.captureScreenshot", format="png")
-    png.write_bytes(base64.b64decode(shot["data"]))
+        await _arrange_runs(page, wait_s)
+        pngs[0].write_bytes(base64.b64decode((await page.call("Page.captureScreenshot", format="png"))["data"]))
+        for name in names:
+            await _click(page, f"(() => {{ const id = [...document.querySelectorAll('[role=row]')]"
+                               f".find(r => r.innerText.includes({json.dumps(name)})).getAttribute('row-id');"
+                               " return document.querySelector(`[row-id='${id}'] .ag-selection-checkbox`); })()")
+        await _click(page, "[...document.querySelectorAll('button')].find(b => b.innerText.trim() === 'Compare')")
+        await _arrange_compare(page, len(names), wait_s)
+        # the comparison only: MLflow's Compare link drops the model-training view, so its sidebar
+        # would show the GenAI menu (README: 'Model training' at the top brings it back)
+        x, width = await page.js("(() => { const r = document.querySelector('main').getBoundingClientRect();"
+                                 " return [r.x, r.width]; })()")
+        clip = {"x": x, "y": 0, "width": width, "height": await page.js("window.innerHeight"), "scale": 1}
+        shot = await page.call("Page.captureScreenshot", format="png", clip=clip)
+        pngs[1].write_bytes(base64.b64decode(shot["data"]))
 
 
-def screenshot(chromium: str, url: str, png: Path, window: str, wait_s: float) -> None:
-    """Headless Chromium's rendering of the compare page, arranged as a reader would (see _LAYOUT_JS)."""
-    png.parent.mkdir(parents=True, exist_ok=True)
+async def _until(page: _Page, expression: str, wait_s: float, what: str) -> None:
+    deadline = time.monotonic() + wait_s
+    while not await page.js(expression):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not render in {wait_s:.0f} s")
+        await asyncio.sleep(0.5)
+
+
+async def _click(page: _Page, expression: str) -> None:
+    """A mouse click in the middle of the element `expression` finds (menus open on pointer events)."""
+    x, y = await page.js(f"(() => {{ const r = ({expression}).getBoundingClientRect();"
+                         " return [r.x + r.width / 2, r.y + r.height / 2]; })()")
+    for kind in ("mousePressed", "mouseReleased"):
+        await page.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
+    await asyncio.sleep(1)
+
+
+async def _arrange_runs(page: _Page, wait_s: float) -> None:
+    """The link launch.py prints lands on the runs table (not the GenAI overview); group it by track."""
+    await _until(page, "document.body !== null && document.body.innerText.includes('matching runs')", wait_s,
+                 "the runs table")
+    text = await page.js("location.hash + '\\n' + document.body.innerText")
+    if "/runs" not in text.splitlines()[0] or "Token Usage" in text:
+        raise RuntimeError(f"the experiment link did not open the runs table: {text[:300]!r}")
+    await _click(page, "[...document.querySelectorAll('button')].find(b => b.innerText.trim() === 'Group by')")
+    await _click(page, "[...document.querySelectorAll('[role=menuitemcheckbox]')]"
+                       ".find(e => e.innerText.trim() === 'track')")  # the first 'track' is the tag
+    await page.key("Escape", 27)
+    await _until(page, "document.body.innerText.includes('Group: supervised')", wait_s, "the runs grouped by track")
+    await asyncio.sleep(2)
+
+
+async def _arrange_compare(page: _Page, n_runs: int, wait_s: float) -> None:
+    """The compare page of n_runs runs with the plot on the test metric and only the params that differ."""
+    await _until(page, f"document.body.innerText.includes('Comparing {n_runs} Runs') && "
+                       "document.body.innerText.includes('Run details')", wait_s, f"the compare page of {n_runs} runs")
+    await asyncio.sleep(3)  # the plot and tables fill in after the run data arrives
+    await page.js(_CHIPS_JS)
+    for metric in PLOT_METRICS:
+        await page.pick(1, metric)
+    await page.js(_LAYOUT_JS)
+    await asyncio.sleep(2)
+    # the app scrolls inside <main>: make the viewport as tall as its content, then shoot
+    full = await page.js("(() => { const m = document.querySelector('main');"
+                         " return Math.ceil(m.scrollHeight + m.getBoundingClientRect().top + 16); })()")
+    width = await page.js("window.innerWidth")
+    await page.call("Emulation.setDeviceMetricsOverride", width=width, height=max(await page.js("window.innerHeight"),
+                    int(full)), deviceScaleFactor=1, mobile=False)
+    await asyncio.sleep(2)
+
+
+def screenshot(chromium: str, url: str, names: list[str], pngs: tuple[Path, Path], window: str,
+               wait_s: float) -> None:
+    """Headless Chromium's rendering of the runs page and the compare page, reached as a reader would."""
+    for png in pngs:
+        png.parent.mkdir(parents=True, exist_ok=True)
     width, height = (int(v) for v in window.split(","))
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="ssrl-chromium-") as profile:
@@ -203,11 +263,12 @@ def screenshot(chromium: str, url: str, png: Path, window: str, wait_s: float) -
                     if browser.poll() is not None or time.monotonic() > deadline:
                         sys.exit(f"error: {chromium} did not start (apt-get install -y chromium)")
                     time.sleep(0.3)
-            asyncio.run(_shoot(port, url, png, width, height, wait_s))
+            asyncio.run(_shoot(port, url, names, pngs, width, height, wait_s))
         finally:
             stop(browser)
-    if not png.exists() or png.stat().st_size < 10_000:
-        sys.exit(f"error: {png} is missing or blank")
+    for png in pngs:
+        if not png.exists() or png.stat().st_size < 10_000:
+            sys.exit(f"error: {png} is missing or blank")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,16 +277,16 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out).expanduser().resolve()
     results = ensure_sweep(out)
     uri = f"sqlite:///{out / 'mlflow.db'}"
-    exp_id, ids = compare_ids(uri, results["run_id"], args.fraction)
+    exp_id, names = compare_ids(uri, results["run_id"], args.fraction)
     port = free_port()
     proc = start_server(uri, port, out / "mlflow-server.log")
     try:
-        url = compare_url(f"http://{HOST}:{port}", exp_id, ids)
-        print(f"comparing {len(ids)} runs: {url}", flush=True)
-        screenshot(args.chromium, url, Path(args.png), args.window, args.wait)
+        url = runs_url(f"http://{HOST}:{port}", exp_id, args.fraction)
+        print(f"opening {url}, then comparing {', '.join(names)}", flush=True)
+        screenshot(args.chromium, url, names, (Path(args.runs_png), Path(args.png)), args.window, args.wait)
     finally:
         stop(proc)
-    print(f"saved {args.png}")
+    print(f"saved {args.runs_png} and {args.png}")
     return 0
 
 

@@ -20,13 +20,14 @@ def _row(label: str, text: str) -> str:
     return f"{label:<{_W}} {text}"
 
 
-def shown(path: Path | str) -> str:
-    """A path as the user can type it: relative when under the working directory, else absolute."""
-    path = Path(path)
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
+def shown(path: Path | str, home: bool = True) -> str:
+    """A path as the user can type it: relative under the working directory, else ~/... (home=True) or absolute."""
+    path = Path(path).resolve()
+    bases = [(Path.cwd().resolve(), "")] + ([(Path.home().resolve(), "~/")] if home else [])
+    for base, prefix in bases:
+        if path.is_relative_to(base) and path != base:
+            return prefix + str(path.relative_to(base))
+    return str(path)
 
 
 def records(root: Path | str, sampling_rate: int) -> int:
@@ -71,17 +72,26 @@ def _amount(cpus: float, gpus: float) -> str:
     return f"{cpus:g} CPU{'s' if cpus != 1 else ''}, {gpus:g} GPU{'s' if gpus != 1 else ''}"
 
 
+def ui_page(base: str, experiment_id: str | None) -> str:
+    """The MLflow UI page of an experiment's runs, in the model-training view.
+
+    MLflow 3's UI shows an experiment in its GenAI view (traces, token usage) unless its global
+    'GenAI | Model training' switch says otherwise; the workflowType parameter sets that switch.
+    """
+    page = f"#/experiments/{experiment_id}/runs" if experiment_id else "#/experiments"
+    return f"{base.rstrip('/')}/{page}?workflowType=machine_learning"
+
+
 def mlflow_command(uri: str, experiment_id: str | None = None) -> str:
     """How to open the MLflow UI on this store: the command for a local store, the address of a server."""
-    page = f"#/experiments/{experiment_id}" if experiment_id else ""
     if uri.startswith(("http://", "https://")):
-        return f"open {redact(uri).rstrip('/')}/{page}"
+        return f"open {ui_page(redact(uri), experiment_id)}"
     if uri.startswith("sqlite:///"):
-        uri = "sqlite:///" + shown(uri[len("sqlite:///"):])
+        uri = "sqlite:///" + shown(uri[len("sqlite:///"):], home=False)  # no ~ inside a URI
     exe = Path(sys.executable).parent / "mlflow"  # the one beside this Python, e.g. .venv/bin/mlflow
     exe_text = shown(exe) if exe.exists() else "mlflow"
     cmd = f"{shlex.quote(exe_text)} ui --backend-store-uri {shlex.quote(redact(uri))} --host 127.0.0.1"
-    return f"{cmd}   then open http://127.0.0.1:5000/{page}"
+    return f"{cmd}\n{'':<{_W}} then open {ui_page('http://127.0.0.1:5000', experiment_id)}"
 
 
 def summary(results: dict[str, Any], run: Any, experiment_id: str | None) -> str:
@@ -156,10 +166,10 @@ def _stage_plan(opts: Any, spec: SweepSpec, pre_spec: SweepSpec | None, storage:
                                       f"{_resources(opts, pre_spec)} per trial; {reused}"))
     if spec.name == "pretrain":
         return lines
-    groups, s = len(spec.cells), spec.search
+    groups, searched, s = len(spec.cells), len(spec.searched_cells), spec.search
     if s.enabled:
-        lines.append(_row("search", f"{s.samples_per_group * groups} trials ({s.samples_per_group} per group x "
-                                    f"{groups} groups), up to {s.epochs} epochs, ASHA grace {s.grace_period} "
+        lines.append(_row("search", f"{s.samples_per_group * searched} trials ({s.samples_per_group} per group x "
+                                    f"{searched} groups), up to {s.epochs} epochs, ASHA grace {s.grace_period} "
                                     f"reduction {s.reduction_factor}, lr {list(s.lr)}, weight_decay "
                                     f"{list(s.weight_decay)}; {_resources(opts, spec)} per trial"))
     else:

@@ -150,10 +150,11 @@ def test_the_session_sends_everything_else_on_stdout_and_stderr_to_the_log(tmp_p
 
 
 def test_mlflow_command_opens_this_store():
-    assert describe.mlflow_command("http://ann:pw@127.0.0.1:5000", "3") == "open http://***@127.0.0.1:5000/#/experiments/3"
-    cmd = describe.mlflow_command(f"sqlite:///{Path.cwd() / 'runs' / 'mlflow.db'}", "1")
-    assert re.fullmatch(r"\S*mlflow ui --backend-store-uri sqlite:///runs/mlflow.db --host 127.0.0.1   "
-                        r"then open http://127.0.0.1:5000/#/experiments/1", cmd), cmd
+    runs = "#/experiments/3/runs?workflowType=machine_learning"  # the model-training view, not GenAI's
+    assert describe.mlflow_command("http://ann:pw@127.0.0.1:5000/", "3") == f"open http://***@127.0.0.1:5000/{runs}"
+    cmd = describe.mlflow_command(f"sqlite:///{Path.cwd() / 'runs' / 'mlflow.db'}", "3")
+    assert re.fullmatch(r"\S*mlflow ui --backend-store-uri sqlite:///runs/mlflow.db --host 127.0.0.1\n"
+                        rf" +then open http://127.0.0.1:5000/{re.escape(runs)}", cmd), cmd
 
 
 # --- exit codes, skipped trials ----------------------------------------------------------------------
@@ -247,8 +248,8 @@ def test_dry_run_prints_the_plan_and_starts_and_writes_nothing(launch, monkeypat
     assert launch.main(["--sweep", "fewshot", "--scale", "smoke", "--data-root", str(synth_root), "--dry-run",
                         "--cpus-per-trial", "2"]) == 0
     plan = capsys.readouterr().out
-    s = load_sweep("fewshot", "smoke").search
-    assert re.search(rf"^search   {3 * s.samples_per_group} trials \({s.samples_per_group} per group x 3 groups\), "
+    s, g = load_sweep("fewshot", "smoke").search, len(load_sweep("fewshot", "smoke").searched_cells)
+    assert re.search(rf"^search   {g * s.samples_per_group} trials \({s.samples_per_group} per group x {g} groups\), "
                      rf"up to {s.epochs} epochs, ASHA grace {s.grace_period} .* 2 CPUs, 0 GPUs per trial$", plan, re.M), plan
     assert "400 records at 100 Hz" in plan and _tree(tmp_path) == before
 
