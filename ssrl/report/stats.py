@@ -208,14 +208,17 @@ def add_fewshot_contrasts(cells: list[dict], metric: str) -> list[dict]:
     """Few-shot cells against scratch (and the reference protocol against precise BatchNorm statistics).
 
     Every cell other than ``scratch`` gets ``vs_scratch`` (paired by seed against the scratch cell of the
-    same N and ``bn_stats``) and ``collapse_vs_scratch_p`` (Fisher's exact test of the collapse rates).
-    A ``running`` cell also gets ``vs_precise`` and ``collapse_vs_precise_p`` against the same track at the
-    same N with precise statistics: the size of the BatchNorm artefact. Mutates and returns ``cells``.
+    same N and ``bn_stats``; a cell without ``bn_stats``, whose encoder does not train or which has none,
+    against scratch with precise statistics) and ``collapse_vs_scratch_p`` (Fisher's exact test of the
+    collapse rates; None where a cell has no collapse verdict). A ``running`` cell also gets ``vs_precise``
+    and ``collapse_vs_precise_p`` against the same track at the same N with precise statistics: the size of
+    the BatchNorm artefact. Mutates and returns ``cells``.
     """
-    add_paired_vs(cells, metric, "scratch", ("n_labelled", "bn_stats"))
     for cell in cells:
-        base = _match(cells, track="scratch", n_labelled=cell.get("n_labelled"), bn_stats=cell.get("bn_stats"))
+        base = _match(cells, track="scratch", n_labelled=cell.get("n_labelled"),
+                      bn_stats=cell.get("bn_stats") or "precise")
         if cell.get("track") != "scratch" and base is not None:
+            cell["vs_scratch"] = _paired(cell, base, metric)
             cell["collapse_vs_scratch_p"] = fisher_collapse_p(cell, base)
         precise = _match(cells, track=cell.get("track"), n_labelled=cell.get("n_labelled"), bn_stats="precise")
         if cell.get("bn_stats") == "running" and precise is not None:

@@ -99,6 +99,20 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)]
 
 
+def _artefact_lines(cells: list[dict], metric: str) -> list[str]:
+    """The BatchNorm artefact: each running-statistics cell against the same condition with precise ones."""
+    lines = []
+    for cell in cells:
+        d = cell.get("vs_precise")
+        if d is None or d.get("mean_diff") is None:
+            continue
+        lines.append(f"- {cell.get('track')} at N={cell.get('n_labelled')}: running − precise {metric} "
+                     f"{d['mean_diff']:+.4f} {fmt_ci(d['ci95'])} {fmt_p(d['p_value'])} (n={d['n_pairs']}); "
+                     f"collapse Fisher {fmt_p(cell.get('collapse_vs_precise_p'))}")
+    return ["", "BatchNorm statistics, the reference's running averages against precise ones (paired by seed):",
+            *lines] if lines else []
+
+
 def results_markdown(results: dict[str, Any]) -> str:
     """A markdown section: one row per cell with mean ± std, 95 % CI, paired diff, collapse, failures."""
     cells = results.get("cells", [])
@@ -116,6 +130,7 @@ def results_markdown(results: dict[str, Any]) -> str:
     title = f"### {results.get('sweep', 'results')}: {metric}"
     lines = [title, ""]
     lines += _table(header, [_row(c, vs, has_fraction, has_bn) for c in cells])
+    lines += _artefact_lines(cells, metric)
     trivial = results.get("trivial_baseline")
     if trivial:
         lines += ["", f"Trivial baseline ({trivial.get('name', 'constant prediction')}): "

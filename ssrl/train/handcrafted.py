@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from wfdb import processing
@@ -71,10 +72,13 @@ def hrv_logreg(cfg: FinetuneConfig, report: Report, out_dir: Path | None = None)
     pick = select_subset(train_all, cfg)
     model = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(),
                           LogisticRegression(max_iter=5000, random_state=cfg.seed))
-    model.fit(feature_matrix(data, train_all.rows[pick]), train_all.y[pick])
+    x_train, y_train = feature_matrix(data, train_all.rows[pick]), train_all.y[pick]
+    model.fit(x_train, y_train)
     p_val, p_test = (_proba(model, feature_matrix(data, s.rows), len(labels.classes)) for s in (val, test))
     score = val_score(val.y, p_val, False)
-    report({"epoch": 1, "val_score": score, "val_classes_used": classes_used(p_val), "precision": "fp32"})
+    train_loss = log_loss(y_train, _proba(model, x_train, len(labels.classes)), labels=range(len(labels.classes)))
+    report({"epoch": 1, "train_loss": train_loss, "val_score": score, "val_classes_used": classes_used(p_val),
+            "precision": "fp32"})
     majority = int(np.bincount(train_all.y, minlength=len(labels.classes)).argmax())
     final = singlelabel_metrics(test.y, p_test, labels.classes, majority)
     final.update(val_score=score, test_single_class=int(classes_used(p_test) == 1), epoch=1, best_epoch=1,

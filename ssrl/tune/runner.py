@@ -16,6 +16,7 @@ from ssrl.config import PRECISIONS, TRACKS, FinetuneConfig
 from ssrl.data import open_ptbxl, task_labels
 from ssrl.errors import USER_ERRORS
 from ssrl.report import (
+    add_fewshot_contrasts,
     add_paired_vs,
     build_cells,
     constant_macro_f1,
@@ -314,29 +315,38 @@ def _stages(ctx: stages.Context, spec: SweepSpec, pre_spec: SweepSpec | None, st
             spec = dataclasses.replace(spec, cells=tuple(c for c in spec.cells if c not in ssl))
             ctx.say(f"SKIPPED {len(lost)} trials of {', '.join(c.group for c in ssl)} (not started: {reason})")
     chosen = state["stages"].get("search")
-    if spec.search.enabled and chosen is None and spec.cells:
+    if spec.search.enabled and chosen is None and spec.searched_cells:
         chosen = stages.search(ctx, spec, pretrained)
-        for group in sorted({c.group for c in spec.cells} - set(chosen)):
+        for group in sorted({c.group for c in spec.searched_cells} - set(chosen)):
             ctx.say(f"warning: search: no trial of {group} finished; it runs with the sweep file's lr and "
                     "weight_decay")
         state["stages"]["search"] = chosen
         write_json_atomic(out_dir / STATE, state)
     grid = stages.evaluate(ctx, spec, pretrained, chosen or {}) if spec.cells else []
     rows = [_row(r, spec) for r in grid] + lost
-    keys = ("track", "fraction") if spec.name == "scarcity" else ("track", "n_labelled")
+    keys = ("track", "fraction") if spec.name == "scarcity" else ("track", "n_labelled", "bn_stats")
     return _results(spec, ctx.dataset, rows, spec.metric, keys, state, chosen)
 
 
 def _skipped_row(cell: Cell, seed: int, spec: SweepSpec, reason: str) -> dict[str, Any]:
     """The row of a run that was not started because the pretraining it needs failed."""
     where = {"fraction": cell.fraction} if spec.name == "scarcity" else {"n_labelled": cell.n_labelled}
-    return {"track": cell.track, "seed": int(seed), **where, "status": "skipped", "error": f"skipped: {reason}"}
+    return {"track": cell.track, "seed": int(seed), **where, "bn_stats": _bn_stats(cell.track, cell.bn_stats, spec),
+            "status": "skipped", "error": f"skipped: {reason}"}
+
+
+def _bn_stats(track: str, setting: str | None, spec: SweepSpec) -> str | None:
+    """The BatchNorm protocol a run evaluated with; None where no encoder trains (frozen, hand-crafted)."""
+    if TRACKS[track].frozen:
+        return None
+    return setting or str(spec.train.get("bn_stats", FinetuneConfig.bn_stats))
 
 
 def _row(result: Any, spec: SweepSpec) -> dict[str, Any]:
     """One per-seed row of results.json from a Tune result (failed trials keep their reason)."""
     cfg, m = result.config, result.metrics or {}
-    row: dict[str, Any] = {"track": cfg["cell_track"], "seed": int(cfg["seed"])}
+    row: dict[str, Any] = {"track": cfg["cell_track"], "seed": int(cfg["seed"]),
+                           "bn_stats": _bn_stats(cfg["cell_track"], cfg.get("bn_stats"), spec)}
     if spec.name == "scarcity":
         row["fraction"] = cfg["cell_fraction"]
     else:
@@ -345,7 +355,7 @@ def _row(result: Any, spec: SweepSpec) -> dict[str, Any]:
         return {**row, "status": "failed", "error": stages.error_line(result)}
     keep = {k: v for k, v in m.items() if k.startswith("test_") or k in (
         "best_epoch", "collapsed", "best_val_score", "epochs_run", "n_labelled")}
-    keep["collapsed"] = bool(keep.get("collapsed", 0))
+    keep["collapsed"] = bool(keep["collapsed"]) if "collapsed" in keep else None  # None: frozen, no verdict
     return {**row, **keep, "status": "ok", "lr": cfg.get("lr"), "weight_decay": cfg.get("weight_decay"),
             "precision": m.get("precision")}
 
@@ -355,6 +365,8 @@ def _results(spec: SweepSpec, dataset: DatasetInfo, rows: list[dict], metric: st
     cells = build_cells(rows, metric, keys)
     if spec.name == "scarcity":
         add_paired_vs(cells, metric, "supervised", ("fraction",))
+    if spec.name == "fewshot":
+        add_fewshot_contrasts(cells, metric)
     out: dict[str, Any] = {
         "sweep": spec.name, "scale": spec.scale, "run_id": state["run_id"],
         "dataset": dataset.as_dict(spec.task or "superdiagnostic"), "metric": metric, "cells": cells,
@@ -367,6 +379,7 @@ def _results(spec: SweepSpec, dataset: DatasetInfo, rows: list[dict], metric: st
     if chosen:
         out["chosen_hyperparameters"] = chosen
     if spec.name == "fewshot":
+        out["baseline_track"] = "scratch"
         out["trivial_baseline"] = trivial_baseline(dataset, spec.task)
     return out
 
@@ -399,9 +412,11 @@ def _log_summaries(tracker: Tracker, results: dict[str, Any]) -> None:
     for cell in results["cells"]:
         group = (f"{cell['track']}@{cell['fraction']}" if "fraction" in cell
                  else f"{cell['track']}@N{cell['n_labelled']}" if "n_labelled" in cell else cell["track"])
+        group += f":{cell['bn_stats']}" if cell.get("bn_stats") not in (None, "precise") else ""
         lo, hi = cell.get("ci95") or (None, None)
         metrics = {"mean": cell.get("mean"), "std": cell.get("std"), "ci95_low": lo, "ci95_high": hi,
-                   "collapse_rate": cell.get("collapse_rate"), "best_epoch_mean": cell.get("best_epoch_mean"),
+                   "collapse_rate": cell.get("collapse_rate"), "single_class_rate": cell.get("single_class_rate"),
+                   "best_epoch_mean": cell.get("best_epoch_mean"),
                    "n_seeds": len(cell.get("seeds", [])), "n_failed": cell.get("n_failed", 0)}
         tags = {"track": cell["track"], "fraction": cell.get("fraction"), "n_labelled": cell.get("n_labelled"),
                 "group": group, "metric": results["metric"]}

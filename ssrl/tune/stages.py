@@ -13,8 +13,8 @@ from typing import Any
 import pyarrow.fs as pafs
 from ray import tune
 
-from ssrl.config import PretrainConfig, from_dict, to_dict
-from ssrl.tune.search import GroupedASHA, GroupedOptunaSearch, best_config_per_group
+from ssrl.config import FinetuneConfig, PretrainConfig, from_dict, to_dict
+from ssrl.tune.search import GroupedASHA, GroupedOptunaSearch, best_per_group
 from ssrl.tune.spec import N_CLASSES, Cell, SweepSpec
 from ssrl.tune.trainables import METRIC, finetune_trainable, pretrain_trainable, resilient
 
@@ -56,8 +56,11 @@ def _join(uri: str, *parts: str) -> str:
 
 
 def pretrain_key(cfg: PretrainConfig, fingerprint: str) -> str:
-    """Reuse key of a pretraining: its learning config and the data's fingerprint."""
+    """Reuse key of a pretraining: its learning config, what its augmentation preset does, and the data's fingerprint."""
+    from ssrl.augment import PRESETS  # a preset redefined under the same name must not reuse old encoders
+
     d = {k: v for k, v in to_dict(cfg).items() if k not in _NOT_IN_KEY}
+    d["augment_ops"] = repr(PRESETS.get(cfg.augment))
     blob = json.dumps({"cfg": d, "data": fingerprint}, sort_keys=True)
     return f"{cfg.method}-{cfg.encoder}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
@@ -207,8 +210,9 @@ def _resources(ctx: Context) -> dict[str, float]:
 def cell_config(ctx: Context, spec: SweepSpec, cell: Cell, pretrained: dict[str, str]) -> dict[str, Any]:
     """The fixed trial settings of one comparison group (everything but seed and search knobs)."""
     ssl = cell.track in ("ssl_finetune", "ssl_frozen", "ssl", "ssl_aug")
+    base = {**spec.train, **spec.track_train.get(cell.track, {})}
     return {
-        **spec.train, **spec.track_train.get(cell.track, {}),
+        **base,
         "data_root": ctx.dataset.root, "sampling_rate": ctx.dataset.sampling_rate, "task": spec.task,
         "track": cell.track, "fraction": cell.fraction or 1.0,
         "n_per_class": (cell.n_labelled or 0) // N_CLASSES[spec.task],
@@ -217,14 +221,17 @@ def cell_config(ctx: Context, spec: SweepSpec, cell: Cell, pretrained: dict[str,
         "dataset_fingerprint": ctx.dataset.fingerprint, "checkpoint_every": spec.resources.checkpoint_every,
         "pretrained_uri": pretrained.get(spec.pretrain_method, "") if ssl else "",
         "method_name": spec.pretrain_method if ssl else "",
+        # a condition's own BatchNorm protocol, else the sweep's (every group sets it: eval samples per key)
+        "bn_stats": cell.bn_stats or str(base.get("bn_stats", FinetuneConfig.bn_stats)),
     }
 
 
 def search(ctx: Context, spec: SweepSpec, pretrained: dict[str, str]) -> dict[str, dict[str, float]]:
-    """Optuna TPE per group with one ASHA per group, all in one Tuner; best lr/wd per group."""
+    """Optuna TPE per group with one ASHA per group, all in one Tuner; per group the best lr/wd, with the
+    validation score behind the choice and the number of trials it was chosen among."""
     s = spec.search
     groups = [{**cell_config(ctx, spec, c, pretrained), "stage": "search", "seed": s.seed, "epochs": s.epochs}
-              for c in spec.cells]
+              for c in spec.searched_cells]
     space = {"lr": tune.loguniform(*s.lr), "weight_decay": tune.loguniform(*s.weight_decay)}
     for g in groups:
         g.pop("lr", None)
@@ -236,14 +243,21 @@ def search(ctx: Context, spec: SweepSpec, pretrained: dict[str, str]) -> dict[st
     grid = _run(ctx, f"{spec.name}-{ctx.run_id}-search", finetune_trainable, {}, _resources(ctx),
                 tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
                                 num_samples=s.samples_per_group * len(groups), reuse_actors=True), "search")
-    best = best_config_per_group(grid, METRIC, "max")
-    return {g: {"lr": float(c["lr"]), "weight_decay": float(c["weight_decay"])} for g, c in best.items()}
+    best = best_per_group(grid, METRIC, "max")
+    return {g: {"lr": float(b["config"]["lr"]), "weight_decay": float(b["config"]["weight_decay"]),
+                "val_score": float(b["score"]), "n_trials": int(b["n_trials"])} for g, b in best.items()}
+
+
+def _settings(chosen: dict[str, Any]) -> dict[str, Any]:
+    """The trial settings of a group's search choice (not its score or trial count)."""
+    return {k: v for k, v in chosen.items() if k in ("lr", "weight_decay")}
 
 
 def evaluate(ctx: Context, spec: SweepSpec, pretrained: dict[str, str],
              chosen: dict[str, dict[str, float]]) -> tune.ResultGrid:
     """Every group x seed with its chosen settings and patience early stopping."""
-    per_group = {c.group: {**cell_config(ctx, spec, c, pretrained), **chosen.get(c.group, {})} for c in spec.cells}
+    per_group = {c.group: {**cell_config(ctx, spec, c, pretrained), **_settings(chosen.get(c.group, {}))}
+                 for c in spec.cells}
     keys = sorted({k for v in per_group.values() for k in v} - {"group"})
     space: dict[str, Any] = {"group": tune.grid_search(list(per_group)), "seed": tune.grid_search(list(spec.seeds)),
                              "stage": "eval"}

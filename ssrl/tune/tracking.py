@@ -22,7 +22,7 @@ from ray.tune import Callback
 
 from ssrl.errors import TrackingError  # defined there so that error types import without Ray
 
-EPOCH_METRICS = ("train_loss", "val_score", "lr", "probe_score")  # the per-epoch history, step = epoch
+EPOCH_METRICS = ("train_loss", "val_score", "lr", "probe_score", "val_classes_used")  # per-epoch history, step = epoch
 # Keys Ray adds to every result: bookkeeping, not measurements.
 _RAY_KEYS = ("done", "epoch", "training_iteration", "pid", "timestamp", "should_checkpoint")
 _RAY_PREFIXES = ("time_", "timesteps_", "iterations_since", "warmup_time", "episodes_")

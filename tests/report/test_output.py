@@ -108,6 +108,7 @@ def test_fewshot_tables_show_bn_stats_fisher_and_na_collapse():
     assert "BN stats" in md and "Fisher p vs scratch" in md
     ssl_running = next(ln for ln in md.splitlines() if ln.startswith("| ssl ") and "running" in ln)
     assert "100 % (p=1.000)" in ssl_running  # both collapse in every seed: Fisher's p is 1
+    assert "- scratch at N=70: running − precise test_macro_f1 +0.0000" in md
     frozen = next(ln for ln in md.splitlines() if ln.startswith("| frozen_probe") and "precise" in ln)
     assert "| n/a " in frozen
     ref = fewshot_table(res)

@@ -165,3 +165,15 @@ def test_frozen_tracks_have_no_collapse_rate():
              "best_epoch": 1} for s in (1, 2)]
     cell = build_cells(rows, "test_macro_auroc")[0]
     assert cell["collapse_rate"] is None and cell["best_epoch_mean"] == 1.0
+
+
+def test_cells_without_bn_stats_compare_with_precise_scratch():
+    from ssrl.report import add_fewshot_contrasts
+
+    rows = FEWSHOT_ROWS + [{"track": "hrv_logreg", "n_labelled": 70, "seed": s, "test_macro_f1": f,
+                            "collapsed": None} for s, f in ((42, 0.30), (52, 0.31), (62, 0.20))]
+    cells = add_fewshot_contrasts(build_cells(rows, "test_macro_f1", ("track", "n_labelled", "bn_stats")),
+                                  "test_macro_f1")
+    hrv = next(c for c in cells if c["track"] == "hrv_logreg")
+    assert "bn_stats" not in hrv and hrv["collapse_rate"] is None and hrv["collapse_vs_scratch_p"] is None
+    assert hrv["vs_scratch"]["mean_diff"] == pytest.approx(statistics.mean([0.30 - 0.22, 0.31 - 0.25, 0.20 - 0.24]))

@@ -53,17 +53,25 @@ def test_scarcity_results_cover_every_track_fraction_and_seed(smoke_runs):
 def test_fewshot_results_search_then_seeds(smoke_runs):
     res = _load(smoke_runs, "fewshot")
     assert res["metric"] == "test_macro_f1"
-    assert {(c["track"], c["n_labelled"]) for c in res["cells"]} == {("scratch", 10), ("ssl", 10), ("scratch", 20)}
-    assert res["trivial_baseline"]["class"] == "SR"
+    assert {(c["track"], c["n_labelled"], c.get("bn_stats")) for c in res["cells"]} == {
+        ("scratch", 10, "precise"), ("scratch", 10, "running"), ("ssl", 10, "precise"), ("hrv_logreg", 10, None),
+        ("scratch", 20, "precise")}
+    assert res["trivial_baseline"]["class"] == "SR" and res["baseline_track"] == "scratch"
     assert 0.0 < res["trivial_baseline"]["value"] < 0.5
     chosen = res["chosen_hyperparameters"]
-    assert set(chosen) == {"scratch@N10", "ssl@N10", "scratch@N20"}
+    assert set(chosen) == {"scratch@N10", "ssl@N10", "scratch@N20", "scratch@N10:running"}  # no search for hrv_logreg
     for hp in chosen.values():
-        assert 1e-5 <= hp["lr"] <= 1e-2
+        assert 1e-5 <= hp["lr"] <= 1e-2 and 1 <= hp["n_trials"] <= 2 and 0.0 <= hp["val_score"] <= 1.0
     for cell in res["cells"]:
-        assert 0.0 <= cell["collapse_rate"] <= 1.0
+        group = f"{cell['track']}@N{cell['n_labelled']}" + (":running" if cell.get("bn_stats") == "running" else "")
+        if cell["track"] == "hrv_logreg":
+            assert cell["collapse_rate"] is None and "vs_scratch" in cell
+            continue
+        assert 0.0 <= cell["collapse_rate"] <= 1.0 and 0.0 <= cell["single_class_rate"] <= 1.0
+        assert ("vs_scratch" in cell) == (cell["track"] != "scratch")
+        assert ("vs_precise" in cell) == (cell["bn_stats"] == "running")
         for r in cell["per_seed"]:
-            assert r["lr"] == pytest.approx(chosen[f"{cell['track']}@N{cell['n_labelled']}"]["lr"])
+            assert r["lr"] == pytest.approx(chosen[group]["lr"])
             assert r["collapsed"] == (r["best_epoch"] <= 1)
     assert (smoke_runs.out / "fewshot" / "fewshot.png").exists()
 
@@ -99,8 +107,9 @@ def test_every_scale_keeps_the_protocol_shape():
         assert {c.track for c in fs.cells} >= {"scratch", "ssl"}
         assert fs.search.enabled
     paper = load_sweep("fewshot", "paper")
-    assert {(c.track, c.n_labelled) for c in paper.cells} == {
-        ("scratch", 70), ("scratch_aug", 70), ("ssl", 70), ("ssl_aug", 70), ("scratch", 300)}
+    assert {(c.track, c.n_labelled, c.bn_stats) for c in paper.cells} == {
+        ("scratch", 70, ""), ("scratch_aug", 70, ""), ("ssl", 70, ""), ("ssl_aug", 70, ""), ("scratch", 300, ""),
+        ("scratch", 70, "running"), ("ssl", 70, "running"), ("hrv_logreg", 70, "")}
     demo = load_sweep("fewshot", "demo")
     assert {c.n_labelled for c in demo.cells} == {70, 300}
     assert load_sweep("scarcity", "paper").search.enabled
