@@ -304,10 +304,11 @@ def _stages(ctx: stages.Context, spec: SweepSpec, pre_spec: SweepSpec | None, st
                 if "uri" in r else {"track": r["method"], "seed": r["seed"], "status": "failed", "error": r["error"]}
                 for r in done]
         return _results(spec, ctx.dataset, rows, "probe_score", ("track",), state)
-    pretrained, lost = {}, []
+    pretrained, lost, encoders, pretraining = {}, [], None, None
     if spec.needs_pretraining:
         done = stages.ensure_pretrained(ctx, pre_spec, (spec.pretrain_method,))
         pretrained = {r["method"]: r["uri"] for r in reversed(done) if "uri" in r}
+        encoders, pretraining = _pretraining(done, spec, pre_spec)
         if not pretrained:  # the SSL cells cannot run; the others still do
             reason = f"pretraining {spec.pretrain_method} failed: {done[0]['error']}"[:300]
             ssl = [c for c in spec.cells if TRACKS[c.track].init == "ssl"]
@@ -322,10 +323,25 @@ def _stages(ctx: stages.Context, spec: SweepSpec, pre_spec: SweepSpec | None, st
                     "weight_decay")
         state["stages"]["search"] = chosen
         write_json_atomic(out_dir / STATE, state)
-    grid = stages.evaluate(ctx, spec, pretrained, chosen or {}) if spec.cells else []
+    grid = stages.evaluate(ctx, spec, pretrained, chosen or {}, encoders) if spec.cells else []
     rows = [_row(r, spec) for r in grid] + lost
     keys = ("track", "fraction") if spec.name == "scarcity" else ("track", "n_labelled", "bn_stats")
-    return _results(spec, ctx.dataset, rows, spec.metric, keys, state, chosen)
+    return _results(spec, ctx.dataset, rows, spec.metric, keys, state, chosen, pretraining)
+
+
+def _pretraining(done: list[dict], spec: SweepSpec, pre_spec: SweepSpec) -> tuple[dict[int, str] | None, dict]:
+    """Which encoder each evaluation seed fine-tunes, and results.json's account of it.
+
+    When the pretraining sweep pretrained every evaluation seed (paper scale), seed s fine-tunes the encoder
+    pretrained with seed s, so intervals and paired tests include pretraining variance; otherwise all seeds
+    share the first pretrained encoder.
+    """
+    uris = {r["seed"]: r["uri"] for r in done if "uri" in r}
+    per_seed = bool(uris) and set(spec.seeds) <= set(uris)
+    shared = next((r["seed"] for r in done if "uri" in r), None)
+    info = {"method": spec.pretrain_method, "selection": str(pre_spec.train.get("selection", "last")),
+            "per_seed": per_seed, "seeds": list(spec.seeds) if per_seed else [s for s in (shared,) if s is not None]}
+    return ({s: uris[s] for s in spec.seeds} if per_seed else None), info
 
 
 def _skipped_row(cell: Cell, seed: int, spec: SweepSpec, reason: str) -> dict[str, Any]:
@@ -361,7 +377,7 @@ def _row(result: Any, spec: SweepSpec) -> dict[str, Any]:
 
 
 def _results(spec: SweepSpec, dataset: DatasetInfo, rows: list[dict], metric: str, keys: tuple[str, ...],
-             state: dict, chosen: dict | None = None) -> dict[str, Any]:
+             state: dict, chosen: dict | None = None, pretraining: dict | None = None) -> dict[str, Any]:
     cells = build_cells(rows, metric, keys)
     if spec.name == "scarcity":
         add_paired_vs(cells, metric, "supervised", ("fraction",))
@@ -378,6 +394,8 @@ def _results(spec: SweepSpec, dataset: DatasetInfo, rows: list[dict], metric: st
     }
     if chosen:
         out["chosen_hyperparameters"] = chosen
+    if pretraining:
+        out["pretraining"] = pretraining  # {method, selection, per_seed, seeds}
     if spec.name == "fewshot":
         out["baseline_track"] = "scratch"
         out["trivial_baseline"] = trivial_baseline(dataset, spec.task)

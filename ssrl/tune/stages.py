@@ -253,9 +253,12 @@ def _settings(chosen: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in chosen.items() if k in ("lr", "weight_decay")}
 
 
-def evaluate(ctx: Context, spec: SweepSpec, pretrained: dict[str, str],
-             chosen: dict[str, dict[str, float]]) -> tune.ResultGrid:
-    """Every group x seed with its chosen settings and patience early stopping."""
+def evaluate(ctx: Context, spec: SweepSpec, pretrained: dict[str, str], chosen: dict[str, dict[str, float]],
+             encoders: dict[int, str] | None = None) -> tune.ResultGrid:
+    """Every group x seed with its chosen settings and patience early stopping.
+
+    `encoders` (seed -> pretrained uri): each seed's SSL runs fine-tune the encoder pretrained with that seed.
+    """
     per_group = {c.group: {**cell_config(ctx, spec, c, pretrained), **_settings(chosen.get(c.group, {}))}
                  for c in spec.cells}
     keys = sorted({k for v in per_group.values() for k in v} - {"group"})
@@ -263,6 +266,9 @@ def evaluate(ctx: Context, spec: SweepSpec, pretrained: dict[str, str],
                              "stage": "eval"}
     for k in keys:
         space[k] = tune.sample_from(lambda config, k=k: per_group[config["group"]].get(k))
+    if encoders:
+        space["pretrained_uri"] = tune.sample_from(
+            lambda config: encoders[config["seed"]] if per_group[config["group"]].get("pretrained_uri") else "")
     space["trial_key"] = tune.sample_from(lambda config: f"eval/{config['group']}/seed{config['seed']}")
     return _run(ctx, f"{spec.name}-{ctx.run_id}-eval", finetune_trainable, space, _resources(ctx),
                 tune.TuneConfig(max_concurrent_trials=ctx.max_concurrent, reuse_actors=True), "eval")

@@ -46,3 +46,26 @@ def test_the_hand_crafted_control_is_not_searched(edited_sweeps):
     conditions = [{"track": "scratch", "n": 70}, {"track": "hrv_logreg", "n": 70}]
     spec = load_sweep("fewshot", "paper", edited_sweeps(fewshot={"conditions": conditions}))
     assert [c.group for c in spec.searched_cells] == ["scratch@N70"] and len(spec.cells) == 2
+
+
+@pytest.mark.parametrize("scale", ["smoke", "demo", "cpu", "paper"])
+def test_paper_scale_pretrains_one_encoder_per_evaluation_seed(scale):
+    """At paper scale the pretrain sweep pretrains every evaluation seed (the runner then pairs them)."""
+    pre = load_sweep("pretrain", scale)
+    for name in ("fewshot", "scarcity"):
+        assert (set(load_sweep(name, scale).seeds) <= set(pre.seeds)) == (scale == "paper")
+
+
+def test_results_say_which_encoder_each_seed_fine_tuned():
+    from types import SimpleNamespace
+
+    from ssrl.tune.runner import _pretraining
+
+    spec, pre = SimpleNamespace(seeds=(42, 52), pretrain_method="simclr"), SimpleNamespace(train={})
+    done = [{"method": "simclr", "seed": 42, "uri": "u42"}, {"method": "simclr", "seed": 52, "uri": "u52"},
+            {"method": "simclr", "seed": 62, "uri": "u62"}]
+    assert _pretraining(done, spec, pre) == (
+        {42: "u42", 52: "u52"}, {"method": "simclr", "selection": "last", "per_seed": True, "seeds": [42, 52]})
+    shared = [{"method": "simclr", "seed": 42, "uri": "u42"}, {"method": "simclr", "seed": 52, "error": "boom"}]
+    assert _pretraining(shared, spec, pre) == (
+        None, {"method": "simclr", "selection": "last", "per_seed": False, "seeds": [42]})

@@ -57,6 +57,8 @@ def test_fewshot_results_search_then_seeds(smoke_runs):
         ("scratch", 10, "precise"), ("scratch", 10, "running"), ("ssl", 10, "precise"), ("hrv_logreg", 10, None),
         ("scratch", 20, "precise")}
     assert res["trivial_baseline"]["class"] == "SR" and res["baseline_track"] == "scratch"
+    # smoke pretrains one encoder, shared by both evaluation seeds
+    assert res["pretraining"] == {"method": "simclr", "selection": "last", "per_seed": False, "seeds": [42]}
     assert 0.0 < res["trivial_baseline"]["value"] < 0.5
     chosen = res["chosen_hyperparameters"]
     assert set(chosen) == {"scratch@N10", "ssl@N10", "scratch@N20", "scratch@N10:running"}  # no search for hrv_logreg
@@ -146,3 +148,26 @@ def test_pretraining_inside_a_sweep_gets_the_resources_of_sweeps_pretrain(edited
         max_concurrent=None, resume=False, pretrain_cpus=2, pretrain_gpus=0.5)
     assert stages.ensure_pretrained(ctx, load_sweep("pretrain", "smoke"), ("simclr",)) == []
     assert seen["pretrain"] == {"cpu": 2, "gpu": 0.5}
+
+
+def test_each_evaluation_seed_fine_tunes_the_encoder_pretrained_with_its_seed(edited_sweeps, ray_session, synth_root,
+                                                                              cache_dir, tmp_path):
+    """When the pretrain sweep pretrains every evaluation seed (as at paper scale), seed s fine-tunes encoder s."""
+    from mlflow.tracking import MlflowClient
+
+    from ssrl.tune import runner
+
+    sweeps = edited_sweeps(pretrain={"scales.smoke.seeds": [42, 52], "scales.smoke.methods": ["simclr"]},
+                           fewshot={"scales.smoke.conditions": [{"track": "ssl", "n": 10}, {"track": "scratch", "n": 10}],
+                                    "scales.smoke.search": {"enabled": False}})
+    out = tmp_path / "runs"
+    res = runner.run_sweep(runner.LaunchOptions(sweep="fewshot", scale="smoke", data_root=str(synth_root), out=str(out),
+                                                storage=str(tmp_path / "storage"), sweeps_dir=str(sweeps),
+                                                max_concurrent=2))
+    assert res["pretraining"] == {"method": "simclr", "selection": "last", "per_seed": True, "seeds": [42, 52]}
+    client = MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow.db")
+    exp = client.get_experiment_by_name("ssrl-fewshot")
+    runs = client.search_runs([exp.experiment_id], "tags.stage = 'eval'", max_results=100)
+    used = {(r.data.tags["track"], r.data.tags["seed"]): r.data.params.get("pretrained_uri", "") for r in runs}
+    assert used[("scratch", "42")] == used[("scratch", "52")] == ""
+    assert used[("ssl", "42")] != used[("ssl", "52")] and all(used[("ssl", s)] for s in ("42", "52"))
