@@ -17,7 +17,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from wfdb import processing
 
 from ssrl.config import FinetuneConfig
 from ssrl.data import ECGData, open_ptbxl, task_labels
@@ -31,6 +30,9 @@ _CACHE: dict[tuple[str, int], np.ndarray] = {}  # (data fingerprint, row) -> fea
 
 def rr_features(mv: np.ndarray, fs: float) -> np.ndarray:
     """FEATURES of one record (12, T) in mV from its R peaks; NaN where no lead gives 3 plausible beats."""
+    # imported here: fine-tuning imports this module, and the GPU machines have no wfdb
+    from wfdb import processing
+
     for lead in LEADS:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
