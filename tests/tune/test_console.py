@@ -196,7 +196,8 @@ def test_trials_whose_pretraining_failed_are_not_started_and_recorded_as_skipped
     said, started = [], []
     monkeypatch.setattr(stages, "ensure_pretrained", lambda ctx, spec, methods: [
         {"method": "simclr", "seed": 42, "error": "TrainingDiverged: loss became nan"}])
-    monkeypatch.setattr(stages, "evaluate", lambda ctx, spec, pretrained, chosen: started.extend(spec.cells) or [])
+    monkeypatch.setattr(stages, "evaluate",
+                        lambda ctx, spec, pretrained, chosen, encoders=None: started.extend(spec.cells) or [])
     ctx = stages.Context(storage=str(tmp_path), run_id="r", dataset=DatasetInfo("synthetic", "/d", "f" * 64, 100),
                          cpus=1, gpus=0, max_concurrent=None, resume=False, say=said.append)
     spec = load_sweep("scarcity", "smoke")
