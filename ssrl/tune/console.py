@@ -129,8 +129,12 @@ def session(log: Path | None, discard_on: tuple[type[BaseException], ...] = ()) 
 
 
 def counts(trials: list, total: int) -> dict[str, int]:
-    """Trials done / running / pending / failed of the total (pending includes those not yet created)."""
-    done = sum(t.status == "TERMINATED" for t in trials)
+    """Trials done / running / pending / failed of the total (pending includes those not yet created).
+
+    A trial Tune ended before its first report (an interrupt ends the trials it had given an actor)
+    is not done.
+    """
+    done = sum(t.status == "TERMINATED" and getattr(t, "last_result", None) != {} for t in trials)
     failed = sum(t.status == "ERROR" for t in trials)
     running = sum(t.status in ("RUNNING", "PAUSED") for t in trials)
     total = max(total, len(trials))

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,16 +85,53 @@ def _run(ctx: Context, name: str, trainable: Callable, param_space: dict, resour
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
         )
         tuner = tune.Tuner(wrapped, param_space=param_space, tune_config=tune_config, run_config=run_config)
+    handlers = {s: signal.getsignal(s) for s in _STOP_SIGNALS}
     grid = tuner.fit()
+    interrupted = _tune_was_interrupted(handlers)
     # On Ctrl-C Tune saves the experiment and returns early; going on would record the trials it
     # left as failed or, when max_concurrent_trials held them back, not at all (and a cut-short
     # search as chosen). Stop here instead: --resume continues them.
     trials = grid._experiment_analysis.trials
-    done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
-    expected = max(len(trials), _planned_trials(param_space, tune_config))
-    if done < expected:
-        raise KeyboardInterrupt(f"{name}: {expected - done} trials unfinished")
+    left = max(0, _planned_trials(param_space, tune_config) - len(trials)) + sum(
+        _unfinished(t, early_stops=tune_config.scheduler is not None) for t in trials)
+    if left or interrupted:
+        raise KeyboardInterrupt(f"{name}: {left} trials unfinished")
     return grid
+
+
+_STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGUSR1") if hasattr(signal, n))
+
+
+def _tune_was_interrupted(before: dict) -> bool:
+    """Whether Tune's stop handler fired during fit; the handlers from before fit are put back either way.
+
+    Tune installs one handler for SIGINT and SIGUSR1 and, when it fires, puts back the old SIGINT
+    handler only: after a stop the two differ. Left in place, Tune's handler would swallow a later
+    Ctrl-C (while results are written) with a warning.
+    """
+    if threading.current_thread() is not threading.main_thread() or len(before) < 2:
+        return False
+    sigint, sigusr1 = (signal.getsignal(s) for s in _STOP_SIGNALS)
+    installed = sigusr1 is not before[_STOP_SIGNALS[1]] and not int(os.getenv("TUNE_DISABLE_SIGINT_HANDLER", "0"))
+    for sig, handler in before.items():
+        signal.signal(sig, handler)
+    return installed and sigint is not sigusr1
+
+
+def _unfinished(trial: Any, early_stops: bool) -> bool:
+    """Whether an interrupt left this trial to do: it has not ended, or it ended without its final report.
+
+    Tune ends the trials it had started (or given an actor) when it is stopped, so their status alone
+    does not tell. With a scheduler that stops trials early, only a trial that never reported counts.
+    """
+    if trial.status == "ERROR":
+        return False
+    last = getattr(trial, "last_result", None)
+    if trial.status != "TERMINATED":
+        return True
+    if last is None:  # no results known: the status decides
+        return False
+    return not last if early_stops else not last.get("done")
 
 
 def _planned_trials(param_space: dict, tune_config: tune.TuneConfig) -> int:

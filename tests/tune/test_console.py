@@ -68,6 +68,12 @@ def test_not_a_terminal_prints_plain_progress_lines_at_most_every_30_s(plain_con
     ]
 
 
+def test_a_trial_ended_before_its_first_report_is_not_done():
+    trials = [SimpleNamespace(status="TERMINATED", last_result={"done": True}),
+              SimpleNamespace(status="TERMINATED", last_result={}), SimpleNamespace(status="ERROR")]
+    assert console.counts(trials, 4) == {"done": 1, "running": 0, "pending": 2, "failed": 1, "total": 4}
+
+
 def test_a_search_shows_the_best_validation_score_per_group(plain_console):
     con, clock = plain_console
     progress = console.Progress("search", metric="val_score")
