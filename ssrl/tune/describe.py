@@ -30,6 +30,13 @@ def shown(path: Path | str, home: bool = True) -> str:
     return str(path)
 
 
+def store(uri: str) -> str:
+    """A tracking URI to show: a sqlite store's path as `shown` gives it, credentials masked."""
+    if uri.startswith("sqlite:///"):
+        return "sqlite:///" + shown(uri[len("sqlite:///"):], home=False)  # no ~ inside a URI
+    return redact(uri)
+
+
 def records(root: Path | str, sampling_rate: int) -> int:
     """How many records the data root holds at this rate (metadata and listing only, nothing written)."""
     from ssrl.data.ptbxl import read_ptbxl
@@ -51,7 +58,7 @@ def header(run: Any) -> str:
         _row("data", data),
         _row("results", f"{shown(run.out_dir)}/"),
         _row("logs", log),
-        _row("mlflow", f"{redact(run.uri)}, experiment ssrl-{spec.name}"),
+        _row("mlflow", f"{store(run.uri)}, experiment ssrl-{spec.name}"),
     ])
 
 
@@ -86,11 +93,9 @@ def mlflow_command(uri: str, experiment_id: str | None = None) -> str:
     """How to open the MLflow UI on this store: the command for a local store, the address of a server."""
     if uri.startswith(("http://", "https://")):
         return f"open {ui_page(redact(uri), experiment_id)}"
-    if uri.startswith("sqlite:///"):
-        uri = "sqlite:///" + shown(uri[len("sqlite:///"):], home=False)  # no ~ inside a URI
     exe = Path(sys.executable).parent / "mlflow"  # the one beside this Python, e.g. .venv/bin/mlflow
     exe_text = shown(exe) if exe.exists() else "mlflow"
-    cmd = f"{shlex.quote(exe_text)} ui --backend-store-uri {shlex.quote(redact(uri))} --host 127.0.0.1"
+    cmd = f"{shlex.quote(exe_text)} ui --backend-store-uri {shlex.quote(store(uri))} --host 127.0.0.1"
     return f"{cmd}\n{'':<{_W}} then open {ui_page('http://127.0.0.1:5000', experiment_id)}"
 
 
@@ -129,7 +134,7 @@ def plan(opts: Any) -> str:
     lines += [_row("results", f"{shown(out_dir)}/ (results.json, results.md, the plot, state.json)"),
               _row("logs", f"{shown(out_dir.parent / 'logs')}/" if not opts.verbose else "the console (--verbose)"),
               _row("storage", f"{shown(storage)} (Ray Tune experiments, checkpoints, pretrained encoders)"),
-              _row("mlflow", f"{redact(uri)}, experiment ssrl-{spec.name}"),
+              _row("mlflow", f"{store(uri)}, experiment ssrl-{spec.name}"),
               "nothing was started and nothing was written; run without --dry-run to start"]
     return "\n".join(lines)
 
