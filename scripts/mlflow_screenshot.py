@@ -13,7 +13,7 @@ Chromium, as a user would:
 
 It stops the server and the browser by their pids:
 
-    python scripts/mlflow_screenshot.py --out runs-shot --fraction 0.25
+    python scripts/mlflow_screenshot.py --out /tmp/ssrl-shot --fraction 0.25
 """
 
 from __future__ import annotations
