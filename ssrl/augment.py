@@ -280,50 +280,47 @@ class Augment:
         return y.to(x.dtype)
 
 
+# What the views add after cropping (shared by each preset and its resizing variant).
+_SIMCLR_AMPLITUDE_NOISE_MASKS: tuple[Op, ...] = (
+    AmplitudeScale(scale=(0.8, 1.25), p=0.5),
+    BaselineWander(freq=(0.05, 0.5), amplitude=(0.0, 0.2), p=0.5),
+    GaussianNoise(sigma=(0.0, 0.05), p=0.5),
+    LeadDropout(p_lead=0.2, p=0.3),
+    SegmentMask(fraction=(0.05, 0.25), p=0.5),
+)
+_STRONG_AMPLITUDE_NOISE_MASKS: tuple[Op, ...] = (
+    AmplitudeScale(scale=(0.6, 1.6), p=0.8),
+    BaselineWander(freq=(0.05, 0.5), amplitude=(0.0, 0.4), p=0.5),
+    Powerline(amplitude=(0.0, 0.1), p=0.3),
+    GaussianNoise(sigma=(0.0, 0.1), p=0.5),
+    BandPass(low=(0.0, 1.0), high=(15.0, 40.0), p=0.5),
+    LeadDropout(p_lead=0.25, p=0.5),
+    SegmentMask(fraction=(0.1, 0.35), p=0.5),
+)
 PRESETS: dict[str, tuple[Op, ...]] = {
     "none": (),
     # pretraining views that keep heart rate and RR intervals, so one encoder serves rhythm tasks too:
     # crop and shift without resizing (with time-out, most of SimCLR's signal on ECGs), no time warp
     "simclr": (
         RandomCrop(scale=(0.5, 1.0), p=1.0),
-        AmplitudeScale(scale=(0.8, 1.25), p=0.5),
-        BaselineWander(freq=(0.05, 0.5), amplitude=(0.0, 0.2), p=0.5),
-        GaussianNoise(sigma=(0.0, 0.05), p=0.5),
-        LeadDropout(p_lead=0.2, p=0.3),
-        SegmentMask(fraction=(0.05, 0.25), p=0.5),
+        *_SIMCLR_AMPLITUDE_NOISE_MASKS,
     ),
     # few-shot "with augmentation": stronger, adds mains hum and band-pass; keeps the time scale
     "strong": (
         RandomCrop(scale=(0.4, 1.0), p=0.8),
-        AmplitudeScale(scale=(0.6, 1.6), p=0.8),
-        BaselineWander(freq=(0.05, 0.5), amplitude=(0.0, 0.4), p=0.5),
-        Powerline(amplitude=(0.0, 0.1), p=0.3),
-        GaussianNoise(sigma=(0.0, 0.1), p=0.5),
-        BandPass(low=(0.0, 1.0), high=(15.0, 40.0), p=0.5),
-        LeadDropout(p_lead=0.25, p=0.5),
-        SegmentMask(fraction=(0.1, 0.35), p=0.5),
+        *_STRONG_AMPLITUDE_NOISE_MASKS,
     ),
     # the earlier views, with resizing crop and time warp: they change heart rate (75 bpm cropped to 0.7
     # and stretched back reads 52 bpm), so rhythm tasks refuse them
     "simclr_resize": (
         RandomResizedCrop(scale=(0.5, 1.0), p=1.0),
         TimeWarp(strength=0.1, p=0.3),
-        AmplitudeScale(scale=(0.8, 1.25), p=0.5),
-        BaselineWander(freq=(0.05, 0.5), amplitude=(0.0, 0.2), p=0.5),
-        GaussianNoise(sigma=(0.0, 0.05), p=0.5),
-        LeadDropout(p_lead=0.2, p=0.3),
-        SegmentMask(fraction=(0.05, 0.25), p=0.5),
+        *_SIMCLR_AMPLITUDE_NOISE_MASKS,
     ),
     "strong_resize": (
         RandomResizedCrop(scale=(0.4, 1.0), p=0.8),
         TimeWarp(strength=0.2, p=0.5),
-        AmplitudeScale(scale=(0.6, 1.6), p=0.8),
-        BaselineWander(freq=(0.05, 0.5), amplitude=(0.0, 0.4), p=0.5),
-        Powerline(amplitude=(0.0, 0.1), p=0.3),
-        GaussianNoise(sigma=(0.0, 0.1), p=0.5),
-        BandPass(low=(0.0, 1.0), high=(15.0, 40.0), p=0.5),
-        LeadDropout(p_lead=0.25, p=0.5),
-        SegmentMask(fraction=(0.1, 0.35), p=0.5),
+        *_STRONG_AMPLITUDE_NOISE_MASKS,
     ),
 }
 # Tasks whose labels are heart rate and RR intervals: no op may change the time scale for them.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -54,6 +55,15 @@ def ray_session(request, tmp_path_factory):
         else:
             os.environ["RAY_TMPDIR"] = old
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def launch():
+    """launch.py imported from the checkout (a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("ssrl_launch", Path(__file__).resolve().parents[1] / "launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import pickle
@@ -17,15 +16,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 OLD = b'{"sweep": "scarcity", "kept": true}\n'
-
-
-@pytest.fixture(scope="module")
-def launch():
-    """launch.py imported from the checkout (a script, not part of the package)."""
-    spec = importlib.util.spec_from_file_location("ssrl_launch", REPO / "launch.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,6 @@ exit codes, trials skipped when their pretraining failed, and --dry-run."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import os
@@ -164,15 +163,6 @@ def test_mlflow_command_opens_this_store():
 
 
 # --- exit codes, skipped trials ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def launch():
-    """launch.py imported from the checkout (a script, not part of the package)."""
-    spec = importlib.util.spec_from_file_location("ssrl_launch", REPO / "launch.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize(("results", "code"), [({"n_runs": 16, "n_failed": 0}, 0),
