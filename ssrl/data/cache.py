@@ -122,11 +122,17 @@ def _convert_chunk(tmp: str, start: int, paths: list[str], train: list[bool], n_
     return acc
 
 
+_LAST_PLAIN_LINE: dict[Path, float] = {}  # dest -> when its last plain progress line was printed
+
+
 def _progress(done: int, total: int, t0: float, dest: Path) -> None:
-    """One carriage-return progress line on stderr."""
-    end = "\n" if done == total else ""
-    print(f"\rssrl.data: caching {done}/{total} records into {dest.name} ({time.time() - t0:.0f} s)",
-          end=end, file=sys.stderr, flush=True)
+    """Progress on stderr: one line redrawn on a terminal; elsewhere a plain line at most every 30 s and at the end."""
+    line = f"ssrl.data: caching {done}/{total} records into {dest.name} ({time.time() - t0:.0f} s)"
+    if sys.stderr.isatty():
+        print("\r" + line, end="\n" if done == total else "", file=sys.stderr, flush=True)
+    elif done == total or time.time() - _LAST_PLAIN_LINE.get(dest, t0) >= 30:
+        _LAST_PLAIN_LINE[dest] = time.time()
+        print(line, file=sys.stderr, flush=True)
 
 
 def _build(table: PTBXLMeta, npy: Path, stats: Path, fp: str, workers: int | None) -> None:

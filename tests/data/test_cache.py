@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
-import time
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +143,7 @@ def test_parallel_build_matches_serial(tiny_root: Path, tiny_cache: Path, tmp_pa
                                        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     monkeypatch.setattr(cache_mod, "CHUNK", 7)  # 6 work units over 2 spawned processes
     monkeypatch.setattr(cache_mod, "BIG_BUILD", 10)  # counts as big: progress on stderr
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # a terminal: one line redrawn per chunk
     serial = open_ptbxl(tiny_root, cache_dir=tiny_cache)
     parallel = open_ptbxl(tiny_root, cache_dir=tmp_path, workers=2)
     assert parallel.cache_path.name == serial.cache_path.name
@@ -151,6 +152,18 @@ def test_parallel_build_matches_serial(tiny_root: Path, tiny_cache: Path, tmp_pa
     assert progress[-1].startswith("ssrl.data: caching 40/40") and progress[-1].endswith("\n")
     np.testing.assert_array_equal(parallel.signals, serial.signals)
     np.testing.assert_allclose(parallel.mean, serial.mean, rtol=1e-6)
+
+
+def test_progress_off_a_terminal_is_plain_lines(tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture) -> None:
+    """CI logs and `| tee` get no carriage returns: one plain line at the end (and at most one per 30 s)."""
+    monkeypatch.setattr(cache_mod, "CHUNK", 7)
+    monkeypatch.setattr(cache_mod, "BIG_BUILD", 10)
+    open_ptbxl(tiny_root, cache_dir=tmp_path, workers=1)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = [ln for ln in err.splitlines() if "caching" in ln]
+    assert len(lines) == 1 and lines[0].startswith("ssrl.data: caching 40/40")  # 6 chunks, well under 30 s
 
 
 def corrupt(root: Path, kind: str) -> Path:
