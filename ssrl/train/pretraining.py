@@ -100,11 +100,15 @@ def pretrain_pool(data: ECGData, cfg: PretrainConfig) -> np.ndarray:
     return pool
 
 
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Optimiser steps in one shuffled pass over n rows (batch_indices drops a trailing batch of one)."""
+    return max(1, sum(1 for _ in batch_indices(n, batch_size, torch.Generator())))
+
+
 def pretrain_epoch(method: nn.Module, sig: Signals, opt: torch.optim.Optimizer, augment: Augment,
                    gens: tuple[torch.Generator, torch.Generator], cfg: PretrainConfig, epoch: int,
-                   precision: str) -> float:
-    """One pass over the pool in shuffled batches; returns the mean loss."""
-    steps_per_epoch = max(1, sum(1 for _ in batch_indices(len(sig), cfg.batch_size, torch.Generator())))
+                   precision: str, steps: int) -> float:
+    """One pass over the pool in shuffled batches of `steps` steps; returns the mean loss."""
     method.train()
     total, n = 0.0, 0
     for step, idx in enumerate(batch_indices(len(sig), cfg.batch_size, gens[0])):
@@ -116,7 +120,7 @@ def pretrain_epoch(method: nn.Module, sig: Signals, opt: torch.optim.Optimizer, 
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        method.on_step_end(((epoch - 1) * steps_per_epoch + step + 1) / (cfg.epochs * steps_per_epoch))
+        method.on_step_end(((epoch - 1) * steps + step + 1) / (cfg.epochs * steps))
         total, n = total + loss.item(), n + 1
     return total / max(n, 1)
 
@@ -151,13 +155,15 @@ def pretrain(cfg: PretrainConfig, report: Report, out_dir: Path) -> dict:
         aug_gen.set_state(state.generator[1].to(aug_gen.get_state().device))
         history, start = state.history, state.epoch + 1
 
+    steps = steps_per_epoch(len(sig), cfg.batch_size)
     for epoch in range(start, cfg.epochs + 1):
-        loss = pretrain_epoch(method, sig, opt, augment, (gen, aug_gen), cfg, epoch, precision)
+        loss = pretrain_epoch(method, sig, opt, augment, (gen, aug_gen), cfg, epoch, precision, steps)
         row = {"epoch": epoch, "train_loss": loss, "lr": opt.param_groups[0]["lr"], "precision": precision, **meta}
         sched.step()
         if probe is not None and (epoch % cfg.probe_every == 0 or epoch == cfg.epochs):
             row["probe_score"] = probe.score(method.encoder)  # logged, never used to pick an epoch
-        for name in (LAST, BEST):  # the handed-on encoder is this epoch's: the last one once training ends
+        # the handed-on encoder (BEST) is the last epoch's, so it is written once, when training ends
+        for name in (LAST, BEST) if epoch == cfg.epochs else (LAST,):
             save_encoder(out_dir / name, method.encoder, cfg.encoder, kwargs, to_dict(cfg), epoch=epoch,
                          selection=cfg.selection)
         history.append(row)
