@@ -37,11 +37,16 @@ def cache_root() -> Path:
     return Path(os.environ.get("SSRL_CACHE_DIR") or Path.home() / ".cache" / "ssrl")
 
 
+def synthetic_path(records: int) -> Path:
+    """Where the built-in synthetic PTB-XL with `records` records lives (written or not)."""
+    return cache_root() / f"synthetic-ptbxl-{records}-seed{SYNTH_SEED}"
+
+
 def synthetic_root(records: int) -> Path:
     """The built-in synthetic PTB-XL with `records` records, generated once per machine."""
     from ssrl.data.synth import write_synthetic
 
-    dest = cache_root() / f"synthetic-ptbxl-{records}-seed{SYNTH_SEED}"
+    dest = synthetic_path(records)
     dest.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(dest) + ".lock"):
         if not (dest / "SYNTHETIC").exists():
@@ -49,15 +54,24 @@ def synthetic_root(records: int) -> Path:
     return dest
 
 
-def locate(data_root: str | None, synthetic_records: int) -> tuple[Path, str]:
-    """Pick the data root: --data-root, $SSRL_DATA_ROOT, ./data/PTB-XL, else synthetic; say which."""
+def real_data_given(data_root: str | None) -> bool:
+    """True when the user points at a PTB-XL (--data-root, $SSRL_DATA_ROOT) or ./data/PTB-XL holds one."""
+    return bool(data_root or os.environ.get("SSRL_DATA_ROOT") or (DEFAULT_REAL / "ptbxl_database.csv").exists())
+
+
+def locate(data_root: str | None, synthetic_records: int, write: bool = True) -> tuple[Path, str]:
+    """Pick the data root: --data-root, $SSRL_DATA_ROOT, ./data/PTB-XL, else synthetic; say which.
+
+    write=False (a dry run) gives the synthetic root without generating it.
+    """
     if data_root:
         return Path(data_root).expanduser().resolve(), "--data-root"
     if os.environ.get("SSRL_DATA_ROOT"):
         return Path(os.environ["SSRL_DATA_ROOT"]).expanduser().resolve(), "$SSRL_DATA_ROOT"
     if (DEFAULT_REAL / "ptbxl_database.csv").exists():
         return DEFAULT_REAL.resolve(), "./data/PTB-XL"
-    return synthetic_root(synthetic_records).resolve(), "built-in synthetic PTB-XL (no real PTB-XL found)"
+    root = synthetic_root(synthetic_records) if write else synthetic_path(synthetic_records)
+    return root.resolve(), "built-in synthetic PTB-XL (no real PTB-XL found)"
 
 
 def open_dataset(root: Path, sampling_rate: int) -> DatasetInfo:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -143,17 +142,11 @@ def _data_plan(opts: Any, spec: SweepSpec) -> tuple[Path, str, str | None]:
     """The data root, how it was picked and how many records it holds, and its fingerprint if it exists."""
     from ssrl.data.cache import fingerprint
     from ssrl.data.ptbxl import read_ptbxl
-    from ssrl.tune.dataset import DEFAULT_REAL, SYNTH_SEED, cache_root
+    from ssrl.tune.dataset import locate, real_data_given
 
-    if opts.data_root or os.environ.get("SSRL_DATA_ROOT") or (DEFAULT_REAL / "ptbxl_database.csv").exists():
-        from ssrl.tune.dataset import locate
-
-        root, how = locate(opts.data_root, spec.data_records)  # a real root: locate only resolves the path
-    else:
-        root = (cache_root() / f"synthetic-ptbxl-{spec.data_records}-seed{SYNTH_SEED}").resolve()
-        how = "built-in synthetic PTB-XL, no real PTB-XL found"
-        if not (root / "SYNTHETIC").exists():
-            return root, f"{how}; {spec.data_records} records written on the first run", None
+    root, how = locate(opts.data_root, spec.data_records, write=False)
+    if not real_data_given(opts.data_root) and not (root / "SYNTHETIC").exists():
+        return root, f"{how}; {spec.data_records} records written on the first run", None
     table = read_ptbxl(root, opts.sampling_rate)
     return root, f"{how}; {len(table.meta)} records at {opts.sampling_rate} Hz", fingerprint(table)
 

@@ -26,7 +26,7 @@ from ssrl.report import (
 )
 from ssrl.train.checkpoint import CheckpointError, encoder_kwargs
 from ssrl.tune import console, describe, stages
-from ssrl.tune.dataset import DEFAULT_REAL, DatasetInfo, locate, open_dataset
+from ssrl.tune.dataset import DatasetInfo, locate, open_dataset, real_data_given
 from ssrl.tune.spec import N_CLASSES, Cell, SweepError, SweepSpec, load_sweep
 from ssrl.tune.tracking import Tracker, TrialLogger, connect, error_text, git_commit, redact
 from ssrl.tune.trainables import METRIC
@@ -134,8 +134,7 @@ def scale_of(opts: LaunchOptions) -> tuple[str, str]:
     """The scale to run and why: --scale, else paper on real PTB-XL and demo on the synthetic one."""
     if opts.scale:
         return opts.scale, "--scale"
-    real = bool(opts.data_root or os.environ.get("SSRL_DATA_ROOT") or (DEFAULT_REAL / "ptbxl_database.csv").exists())
-    return ("paper", "the default on real PTB-XL") if real else (
+    return ("paper", "the default on real PTB-XL") if real_data_given(opts.data_root) else (
         "demo", "the default on synthetic data: no PTB-XL found")
 
 
@@ -426,11 +425,11 @@ def _write_results(results: dict[str, Any], out_dir: Path) -> list[Path]:
 
 
 def _log_summaries(tracker: Tracker, results: dict[str, Any]) -> None:
-    """One stage=summary run per results cell, tagged like its trials (group as in spec.Cell.group)."""
+    """One stage=summary run per results cell, tagged like its trials (group: spec.Cell.group)."""
     for cell in results["cells"]:
-        group = (f"{cell['track']}@{cell['fraction']}" if "fraction" in cell
-                 else f"{cell['track']}@N{cell['n_labelled']}" if "n_labelled" in cell else cell["track"])
-        group += f":{cell['bn_stats']}" if cell.get("bn_stats") not in (None, "precise") else ""
+        bn = cell.get("bn_stats")  # precise is the default: no suffix, as in the trials' group names
+        group = Cell(cell["track"], cell.get("fraction"), cell.get("n_labelled"),
+                     "" if bn in (None, "precise") else bn).group
         lo, hi = cell.get("ci95") or (None, None)
         metrics = {"mean": cell.get("mean"), "std": cell.get("std"), "ci95_low": lo, "ci95_high": hi,
                    "collapse_rate": cell.get("collapse_rate"), "single_class_rate": cell.get("single_class_rate"),

@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow.fs as pafs
 from ray import tune
 
-from ssrl.config import FinetuneConfig, PretrainConfig, from_dict, to_dict
+from ssrl.config import TRACKS, FinetuneConfig, PretrainConfig, from_dict, to_dict
 from ssrl.tune.search import GroupedASHA, GroupedOptunaSearch, best_per_group
 from ssrl.tune.spec import N_CLASSES, Cell, SweepSpec
 from ssrl.tune.trainables import METRIC, finetune_trainable, pretrain_trainable, resilient
@@ -249,7 +249,7 @@ def _resources(ctx: Context) -> dict[str, float]:
 
 def cell_config(ctx: Context, spec: SweepSpec, cell: Cell, pretrained: dict[str, str]) -> dict[str, Any]:
     """The fixed trial settings of one comparison group (everything but seed and search knobs)."""
-    ssl = cell.track in ("ssl_finetune", "ssl_frozen", "ssl", "ssl_aug")
+    ssl = TRACKS[cell.track].init == "ssl"
     base = {**spec.train, **spec.track_train.get(cell.track, {})}
     return {
         **base,
