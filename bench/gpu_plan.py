@@ -18,7 +18,9 @@ from ssrl.train import BEST
 from ssrl.tune.spec import Search, SweepSpec, load_sweep
 
 LEFT_OUT = ["search: the per-group Optuna/ASHA search (needs Ray and Optuna); estimated in paper_sweep",
-            "MLflow logging and Ray scheduling overheads"]
+            "MLflow logging and Ray scheduling overheads",
+            "pretrain_methods after the first: their pretraining and SSL-track trials (each costs about what the "
+            "first method's do)"]
 
 
 @dataclass(frozen=True)
@@ -49,19 +51,20 @@ class Plan:
 def plan(scale: str, where: dict, work_dir: Path) -> Plan:
     """Jobs of the scarcity sweep at `scale`; `where` holds data_root, cache_dir, device and precision."""
     pspec, sspec = load_sweep("pretrain", scale), load_sweep("scarcity", scale)
-    pre_cfg = {**pspec.train, **where, "method": sspec.pretrain_method, "seed": pspec.seeds[0]}
+    method = sspec.pretrain_methods[0]
+    pre_cfg = {**pspec.train, **where, "method": method, "seed": pspec.seeds[0]}
     from_dict(PretrainConfig, pre_cfg)  # checked now, not in a worker
-    pre = Job("pretrain", f"pretrain/{sspec.pretrain_method}/seed{pspec.seeds[0]}", pre_cfg, cost=1e9)
+    pre = Job("pretrain", f"pretrain/{method}/seed{pspec.seeds[0]}", pre_cfg, cost=1e9)
     encoder = str(work_dir / pre.name / BEST)
     paper_search = load_sweep("scarcity", "paper").search  # what the estimate adds, whatever the scale run
     return Plan(scale, pre, tuple(_finetune_jobs(sspec, where, pre.name, encoder)), paper_search,
-                len(sspec.cells), len(sspec.seeds))
+                sum(c.method in ("", method) for c in sspec.cells), len(sspec.seeds))
 
 
 def _finetune_jobs(spec: SweepSpec, where: dict, pre_name: str, encoder: str) -> list[Job]:
     """Every cell x seed of the scarcity sweep as a Job, as ssrl.tune.stages.evaluate configures it."""
     jobs = []
-    for cell in spec.cells:
+    for cell in (c for c in spec.cells if c.method in ("", spec.pretrain_methods[0])):
         ssl = TRACKS[cell.track].init == "ssl"
         for seed in spec.seeds:
             cfg = {**spec.train, **spec.track_train.get(cell.track, {}), **where, "task": spec.task,

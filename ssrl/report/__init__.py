@@ -3,6 +3,7 @@
 from ssrl.report.io import jsonable, write_json_atomic, write_text_atomic
 from ssrl.report.stats import (
     add_fewshot_contrasts,
+    add_method_contrasts,
     add_paired_vs,
     build_cells,
     constant_macro_f1,
@@ -14,6 +15,7 @@ from ssrl.report.tables import results_markdown, results_table_text
 
 __all__ = [
     "add_fewshot_contrasts",
+    "add_method_contrasts",
     "add_paired_vs",
     "build_cells",
     "constant_macro_f1",

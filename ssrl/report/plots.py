@@ -12,17 +12,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ssrl.report.tables import cell_label  # noqa: E402
+
 
 def _tracks(cells: list[dict]) -> list[str]:
-    """Track names in first-appearance order."""
-    return list(dict.fromkeys(c.get("track", "?") for c in cells))
+    """Track labels (an SSL track once per pretraining method: one line each) in first-appearance order."""
+    return list(dict.fromkeys(cell_label(c) for c in cells))
 
 
 def condition_names(cells: list[dict]) -> list[str]:
     """Axis labels of few-shot cells: the track with its N (one track runs at several N), and 'running BN'
     for the reference protocol's BatchNorm statistics."""
-    names = [f"{c.get('track', '?')}\nN={c['n_labelled']}" if c.get("n_labelled") is not None
-             else str(c.get("track", "?")) for c in cells]
+    names = [f"{cell_label(c)}\nN={c['n_labelled']}" if c.get("n_labelled") is not None
+             else cell_label(c) for c in cells]
     return [n + ("\nrunning BN" if c.get("bn_stats") == "running" else "") for n, c in zip(names, cells)]
 
 
@@ -44,7 +46,7 @@ def plot_scarcity(results: dict[str, Any], path: str | os.PathLike) -> Path:
     fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
     for i, track in enumerate(_tracks(cells)):
         color = f"C{i}"
-        mine = sorted((c for c in cells if c.get("track") == track), key=lambda c: c["fraction"])
+        mine = sorted((c for c in cells if cell_label(c) == track), key=lambda c: c["fraction"])
         done = [c for c in mine if c.get("mean") is not None]
         x = np.array([c["fraction"] for c in done], dtype=float)
         m = np.array([c["mean"] for c in done], dtype=float)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ssrl.report.tables import NA, fmt, fmt_ci, fmt_p
+from ssrl.report.tables import NA, cell_label, fmt, fmt_ci, fmt_p
 
 # Reference claims (small CNN, 100 Hz, PTB-XL 1.0.1), PROTOCOLS.md.
 REF_SCARCITY = {("ssl_finetune", 0.10): "0.8717 (SimCLR, 1 seed)", ("supervised", 0.10): "0.8606 (1 seed); 0.8699 ± 0.0034 (10 seeds)"}
@@ -32,8 +32,9 @@ def scarcity_table(res: dict[str, Any]) -> str:
         vs = cell.get("vs_supervised")
         delta = "—" if vs is None or vs.get("mean_diff") is None else (
             f"{vs['mean_diff']:+.4f} {fmt_ci(vs.get('ci95'))}, {fmt_p(vs.get('p_value'))}")
-        ref = REF_SCARCITY.get((cell["track"], round(cell["fraction"], 4)), "")
-        lines.append(f"| {cell['fraction']:.0%} | {cell['track']} | {cell.get('n_labelled')} | {_pm(cell)} | {delta} | "
+        ref = REF_SCARCITY.get((cell["track"], round(cell["fraction"], 4)), "") if cell.get("method") in (
+            None, "simclr") else ""  # the reference's SSL claims are SimCLR's
+        lines.append(f"| {cell['fraction']:.0%} | {cell_label(cell)} | {cell.get('n_labelled')} | {_pm(cell)} | {delta} | "
                      f"{len(cell['seeds'])} | {ref} |")
     return "\n".join(lines)
 
@@ -41,6 +42,8 @@ def scarcity_table(res: dict[str, Any]) -> str:
 def _ref_fewshot(cell: dict, cells: list[dict]) -> tuple[str, str]:
     """The reference's claim for a cell: beside its protocol (running BN statistics) when that cell exists."""
     key = (cell["track"], cell["n_labelled"])
+    if cell.get("method") not in (None, "simclr"):  # the reference's SSL condition is SimCLR
+        return "", ""
     has_running = any((c["track"], c["n_labelled"]) == key and c.get("bn_stats") == "running" for c in cells)
     if has_running and cell.get("bn_stats") != "running":
         return "", ""
@@ -63,7 +66,7 @@ def fewshot_table(res: dict[str, Any]) -> str:
         ref_f1, ref_c = _ref_fewshot(cell, res["cells"])
         rate, single, p = cell.get("collapse_rate"), cell.get("single_class_rate"), cell.get("collapse_vs_scratch_p")
         collapse = NA if rate is None else f"{rate:.0%}" + (f" ({fmt_p(p)})" if "collapse_vs_scratch_p" in cell else "")
-        lines.append(f"| {cell['track']} | {cell.get('bn_stats', NA)} | {cell['n_labelled']} | {_pm(cell)} | "
+        lines.append(f"| {cell_label(cell)} | {cell.get('bn_stats', NA)} | {cell['n_labelled']} | {_pm(cell)} | "
                      f"{_delta(cell.get('vs_scratch'))} | {collapse} | {NA if single is None else f'{single:.0%}'} | "
                      f"{fmt(cell.get('best_epoch_mean'), 1)} | {len(cell['seeds'])} | {ref_f1} | {ref_c} |")
     tb = res.get("trivial_baseline") or {}

@@ -220,10 +220,29 @@ def add_fewshot_contrasts(cells: list[dict], metric: str) -> list[dict]:
         if cell.get("track") != "scratch" and base is not None:
             cell["vs_scratch"] = _paired(cell, base, metric)
             cell["collapse_vs_scratch_p"] = fisher_collapse_p(cell, base)
-        precise = _match(cells, track=cell.get("track"), n_labelled=cell.get("n_labelled"), bn_stats="precise")
+        precise = _match(cells, track=cell.get("track"), method=cell.get("method"), n_labelled=cell.get("n_labelled"),
+                         bn_stats="precise")
         if cell.get("bn_stats") == "running" and precise is not None:
             cell["vs_precise"] = _paired(cell, precise, metric)
             cell["collapse_vs_precise_p"] = fisher_collapse_p(cell, precise)
+    return cells
+
+
+def add_method_contrasts(cells: list[dict], metric: str, methods: Sequence[str],
+                         match_keys: tuple[str, ...]) -> list[dict]:
+    """Between pretraining methods at the same cell: each SSL cell gets ``between_methods``, the paired
+    difference (this method - that one, by seed) to every method listed before its own in ``methods``.
+
+    Cells are matched on the track and ``match_keys`` (fraction, or N and BatchNorm protocol); a cell
+    without a method (not an SSL track) gets nothing. Mutates and returns ``cells``.
+    """
+    order = {m: i for i, m in enumerate(methods)}
+    for cell in cells:
+        mine = order.get(cell.get("method"), -1)
+        others = [c for c in cells if order.get(c.get("method"), len(order)) < mine
+                  and c.get("track") == cell.get("track") and all(c.get(k) == cell.get(k) for k in match_keys)]
+        if others:
+            cell["between_methods"] = {c["method"]: _paired(cell, c, metric) for c in others}
     return cells
 
 

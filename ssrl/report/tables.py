@@ -32,6 +32,16 @@ def fmt_ci(ci: list[float] | None, digits: int = 4) -> str:
     return NA if not ci else f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
 
 
+def track_label(track: str, method: str | None = None) -> str:
+    """'ssl_finetune[masked]' for an SSL track and its pretraining method, else the bare track."""
+    return f"{track}[{method}]" if method else track
+
+
+def cell_label(cell: dict) -> str:
+    """A results cell's track as tables and plots name it (the method in brackets for SSL tracks)."""
+    return track_label(str(cell.get("track", NA)), cell.get("method"))
+
+
 def _fmt_fraction(f: float) -> str:
     """0.1 -> '10 %'."""
     return f"{100 * f:g} %"
@@ -67,7 +77,7 @@ def _collapse(cell: dict, vs: str | None) -> str:
 
 def _row(cell: dict, vs: str | None, has_fraction: bool, has_bn: bool = False) -> list[str]:
     """One table row for one cell."""
-    row = [str(cell.get("track", NA))]
+    row = [cell_label(cell)]
     if has_bn:
         row.append(str(cell.get("bn_stats", NA)))
     if has_fraction:
@@ -113,6 +123,20 @@ def _artefact_lines(cells: list[dict], metric: str) -> list[str]:
             *lines] if lines else []
 
 
+def _method_lines(cells: list[dict], metric: str) -> list[str]:
+    """Pretraining methods against each other at the same cell (paired by seed)."""
+    lines = []
+    for cell in cells:
+        for other, d in (cell.get("between_methods") or {}).items():
+            if d.get("mean_diff") is None:
+                continue
+            where = (f"{_fmt_fraction(cell['fraction'])}" if cell.get("fraction") is not None
+                     else f"N={cell.get('n_labelled')}" + (f" ({cell['bn_stats']} BN)" if cell.get("bn_stats") else ""))
+            lines.append(f"- {cell.get('track')} at {where}: {cell.get('method')} − {other} {metric} "
+                         f"{d['mean_diff']:+.4f} {fmt_ci(d['ci95'])} {fmt_p(d['p_value'])} (n={d['n_pairs']})")
+    return ["", "Pretraining methods against each other (paired by seed):", *lines] if lines else []
+
+
 def results_markdown(results: dict[str, Any]) -> str:
     """A markdown section: one row per cell with mean ± std, 95 % CI, paired diff, collapse, failures."""
     cells = results.get("cells", [])
@@ -131,6 +155,7 @@ def results_markdown(results: dict[str, Any]) -> str:
     lines = [title, ""]
     lines += _table(header, [_row(c, vs, has_fraction, has_bn) for c in cells])
     lines += _artefact_lines(cells, metric)
+    lines += _method_lines(cells, metric)
     trivial = results.get("trivial_baseline")
     if trivial:
         lines += ["", f"Trivial baseline ({trivial.get('name', 'constant prediction')}): "

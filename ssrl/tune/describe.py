@@ -156,7 +156,7 @@ def _stage_plan(opts: Any, spec: SweepSpec, pre_spec: SweepSpec | None, storage:
     """One line per stage: its trials, budgets and resources per trial."""
     lines = []
     if pre_spec is not None:
-        methods = pre_spec.methods if spec.name == "pretrain" else (spec.pretrain_method,)
+        methods = pre_spec.methods if spec.name == "pretrain" else spec.pretrain_methods
         n = len(methods) * len(pre_spec.seeds)
         reused = _reused(opts, pre_spec, methods, storage, data)
         lines.append(_row("pretrain", f"{n} trial{'s' * (n != 1)} ({', '.join(methods)} x seeds "

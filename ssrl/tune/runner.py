@@ -17,6 +17,7 @@ from ssrl.data import open_ptbxl, task_labels
 from ssrl.errors import USER_ERRORS
 from ssrl.report import (
     add_fewshot_contrasts,
+    add_method_contrasts,
     add_paired_vs,
     build_cells,
     constant_macro_f1,
@@ -266,7 +267,7 @@ def _preflight(spec: SweepSpec, pre_spec: SweepSpec | None, dataset: DatasetInfo
         return
     from ssrl.ssl import METHODS
 
-    methods = spec.methods if spec.name == "pretrain" else (spec.pretrain_method,)
+    methods = spec.methods if spec.name == "pretrain" else spec.pretrain_methods
     for method in methods:
         if method not in METHODS:
             raise SweepError(f"{spec.path}: pretrain method {method!r} is unknown; use one of {', '.join(METHODS)}")
@@ -305,15 +306,10 @@ def _stages(ctx: stages.Context, spec: SweepSpec, pre_spec: SweepSpec | None, st
         return _results(spec, ctx.dataset, rows, "probe_score", ("track",), state)
     pretrained, lost, encoders, pretraining = {}, [], None, None
     if spec.needs_pretraining:
-        done = stages.ensure_pretrained(ctx, pre_spec, (spec.pretrain_method,))
+        done = stages.ensure_pretrained(ctx, pre_spec, spec.pretrain_methods)
         pretrained = {r["method"]: r["uri"] for r in reversed(done) if "uri" in r}
         encoders, pretraining = _pretraining(done, spec, pre_spec)
-        if not pretrained:  # the SSL cells cannot run; the others still do
-            reason = f"pretraining {spec.pretrain_method} failed: {done[0]['error']}"[:300]
-            ssl = [c for c in spec.cells if TRACKS[c.track].init == "ssl"]
-            lost = [_skipped_row(c, seed, spec, reason) for c in ssl for seed in spec.seeds]
-            spec = dataclasses.replace(spec, cells=tuple(c for c in spec.cells if c not in ssl))
-            ctx.say(f"SKIPPED {len(lost)} trials of {', '.join(c.group for c in ssl)} (not started: {reason})")
+        spec, lost = _without_failed_methods(ctx, spec, done, pretrained)
     chosen = state["stages"].get("search")
     if spec.search.enabled and chosen is None and spec.searched_cells:
         chosen = stages.search(ctx, spec, pretrained)
@@ -324,29 +320,51 @@ def _stages(ctx: stages.Context, spec: SweepSpec, pre_spec: SweepSpec | None, st
         write_json_atomic(out_dir / STATE, state)
     grid = stages.evaluate(ctx, spec, pretrained, chosen or {}, encoders) if spec.cells else []
     rows = [_row(r, spec) for r in grid] + lost
-    keys = ("track", "fraction") if spec.name == "scarcity" else ("track", "n_labelled", "bn_stats")
+    keys = ("track", "method", "fraction") if spec.name == "scarcity" else ("track", "method", "n_labelled",
+                                                                              "bn_stats")
     return _results(spec, ctx.dataset, rows, spec.metric, keys, state, chosen, pretraining)
 
 
-def _pretraining(done: list[dict], spec: SweepSpec, pre_spec: SweepSpec) -> tuple[dict[int, str] | None, dict]:
-    """Which encoder each evaluation seed fine-tunes, and results.json's account of it.
+def _without_failed_methods(ctx: stages.Context, spec: SweepSpec, done: list[dict],
+                            pretrained: dict[str, str]) -> tuple[SweepSpec, list[dict]]:
+    """The spec without the SSL cells whose method's pretraining failed, and those cells' skipped rows."""
+    errors = {r["method"]: r["error"] for r in done if "uri" not in r}
+    failed = {m: errors.get(m, "no pretraining came back") for m in spec.pretrain_methods if m not in pretrained}
+    if not failed:
+        return spec, []
+    lost_cells = [c for c in spec.cells if c.method in failed]
+    lost = [_skipped_row(c, seed, spec, f"pretraining {c.method} failed: {failed[c.method]}"[:300])
+            for c in lost_cells for seed in spec.seeds]
+    for method, error in failed.items():
+        groups = ", ".join(c.group for c in lost_cells if c.method == method)
+        ctx.say(f"SKIPPED {len(spec.seeds) * sum(c.method == method for c in lost_cells)} trials of {groups} "
+                f"(not started: pretraining {method} failed: {error})"[:400])
+    return dataclasses.replace(spec, cells=tuple(c for c in spec.cells if c not in lost_cells)), lost
 
-    When the pretraining sweep pretrained every evaluation seed (paper scale), seed s fine-tunes the encoder
-    pretrained with seed s, so intervals and paired tests include pretraining variance; otherwise all seeds
-    share the first pretrained encoder.
+
+def _pretraining(done: list[dict], spec: SweepSpec,
+                 pre_spec: SweepSpec) -> tuple[dict[str, dict[int, str]] | None, dict]:
+    """Which encoder each evaluation seed fine-tunes, per method, and results.json's account of it.
+
+    When the pretraining sweep pretrained every evaluation seed of a method (paper scale), seed s fine-tunes
+    the encoder pretrained with seed s, so intervals and paired tests include pretraining variance; otherwise
+    all seeds share that method's first pretrained encoder.
     """
-    uris = {r["seed"]: r["uri"] for r in done if "uri" in r}
-    per_seed = bool(uris) and set(spec.seeds) <= set(uris)
-    shared = next((r["seed"] for r in done if "uri" in r), None)
-    info = {"method": spec.pretrain_method, "selection": str(pre_spec.train.get("selection", "last")),
-            "per_seed": per_seed, "seeds": list(spec.seeds) if per_seed else [s for s in (shared,) if s is not None]}
-    return ({s: uris[s] for s in spec.seeds} if per_seed else None), info
+    uris: dict[str, dict[int, str]] = {}
+    for r in done:
+        if "uri" in r:
+            uris.setdefault(r["method"], {})[r["seed"]] = r["uri"]
+    per_seed = bool(uris) and all(set(spec.seeds) <= set(u) for u in uris.values())
+    shared = sorted({next(iter(u)) for u in uris.values()})
+    info = {"methods": list(spec.pretrain_methods), "selection": str(pre_spec.train.get("selection", "last")),
+            "per_seed": per_seed, "seeds": list(spec.seeds) if per_seed else shared}
+    return ({m: {s: u[s] for s in spec.seeds} for m, u in uris.items()} if per_seed else None), info
 
 
 def _skipped_row(cell: Cell, seed: int, spec: SweepSpec, reason: str) -> dict[str, Any]:
     """The row of a run that was not started because the pretraining it needs failed."""
     where = {"fraction": cell.fraction} if spec.name == "scarcity" else {"n_labelled": cell.n_labelled}
-    return {"track": cell.track, "seed": int(seed), **where, "bn_stats": _bn_stats(cell.track, cell.bn_stats, spec),
+    return {"track": cell.track, "method": cell.method or None, "seed": int(seed), **where, "bn_stats": _bn_stats(cell.track, cell.bn_stats, spec),
             "status": "skipped", "error": f"skipped: {reason}"}
 
 
@@ -360,7 +378,8 @@ def _bn_stats(track: str, setting: str | None, spec: SweepSpec) -> str | None:
 def _row(result: Any, spec: SweepSpec) -> dict[str, Any]:
     """One per-seed row of results.json from a Tune result (failed trials keep their reason)."""
     cfg, m = result.config, result.metrics or {}
-    row: dict[str, Any] = {"track": cfg["cell_track"], "seed": int(cfg["seed"]),
+    row: dict[str, Any] = {"track": cfg["cell_track"], "method": cfg.get("method_name") or None,
+                           "seed": int(cfg["seed"]),
                            "bn_stats": _bn_stats(cfg["cell_track"], cfg.get("bn_stats"), spec)}
     if spec.name == "scarcity":
         row["fraction"] = cfg["cell_fraction"]
@@ -380,8 +399,10 @@ def _results(spec: SweepSpec, dataset: DatasetInfo, rows: list[dict], metric: st
     cells = build_cells(rows, metric, keys)
     if spec.name == "scarcity":
         add_paired_vs(cells, metric, "supervised", ("fraction",))
+        add_method_contrasts(cells, metric, spec.pretrain_methods, ("fraction",))
     if spec.name == "fewshot":
         add_fewshot_contrasts(cells, metric)
+        add_method_contrasts(cells, metric, spec.pretrain_methods, ("n_labelled", "bn_stats"))
     out: dict[str, Any] = {
         "sweep": spec.name, "scale": spec.scale, "run_id": state["run_id"],
         "dataset": dataset.as_dict(spec.task or "superdiagnostic"), "metric": metric, "cells": cells,
@@ -394,7 +415,9 @@ def _results(spec: SweepSpec, dataset: DatasetInfo, rows: list[dict], metric: st
     if chosen:
         out["chosen_hyperparameters"] = chosen
     if pretraining:
-        out["pretraining"] = pretraining  # {method, selection, per_seed, seeds}
+        out["pretraining"] = pretraining  # {methods, selection, per_seed, seeds}
+    if spec.name == "scarcity":
+        out["baseline_track"] = "supervised"
     if spec.name == "fewshot":
         out["baseline_track"] = "scratch"
         out["trivial_baseline"] = trivial_baseline(dataset, spec.task)
@@ -429,14 +452,14 @@ def _log_summaries(tracker: Tracker, results: dict[str, Any]) -> None:
     for cell in results["cells"]:
         bn = cell.get("bn_stats")  # precise is the default: no suffix, as in the trials' group names
         group = Cell(cell["track"], cell.get("fraction"), cell.get("n_labelled"),
-                     "" if bn in (None, "precise") else bn).group
+                     "" if bn in (None, "precise") else bn, cell.get("method") or "").group
         lo, hi = cell.get("ci95") or (None, None)
         metrics = {"mean": cell.get("mean"), "std": cell.get("std"), "ci95_low": lo, "ci95_high": hi,
                    "collapse_rate": cell.get("collapse_rate"), "single_class_rate": cell.get("single_class_rate"),
                    "best_epoch_mean": cell.get("best_epoch_mean"),
                    "n_seeds": len(cell.get("seeds", [])), "n_failed": cell.get("n_failed", 0)}
         tags = {"track": cell["track"], "fraction": cell.get("fraction"), "n_labelled": cell.get("n_labelled"),
-                "group": group, "metric": results["metric"]}
+                "group": group, "metric": results["metric"], "method": cell.get("method")}
         tracker.summary(f"summary/{group}", f"summary-{group}", tags, {k: v for k, v in metrics.items() if v is not None})
 
 

@@ -12,6 +12,7 @@ import yaml
 
 from ssrl.config import TRACKS, ConfigError, FinetuneConfig, PretrainConfig, from_dict
 from ssrl.errors import SweepError  # defined there so that error types import without Ray
+from ssrl.report.tables import track_label
 
 SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
 SWEEPS = ("pretrain", "scarcity", "fewshot")
@@ -55,12 +56,24 @@ class Cell:
     fraction: float | None = None
     n_labelled: int | None = None
     bn_stats: str = ""  # "" = the sweep's train setting (precise by default); "running" = the reference protocol
+    method: str = ""  # the pretraining an SSL track starts from ("" for every other track)
+
+    def __post_init__(self) -> None:
+        ssl = self.track in TRACKS and TRACKS[self.track].init == "ssl"
+        if ssl != bool(self.method):
+            raise ConfigError(f"cell {self.track}: " + ("an SSL track needs the pretraining method it starts from"
+                                                        if ssl else f"only SSL tracks take a method ({self.method!r})"))
+
+    @property
+    def label(self) -> str:
+        """The track as tables and plots name it: 'ssl_finetune[masked]' for an SSL track, else the track."""
+        return track_label(self.track, self.method)
 
     @property
     def group(self) -> str:
-        """Stable group name, e.g. 'ssl_finetune@0.1', 'scratch@N70' or 'scratch@N70:running'."""
-        name = f"{self.track}@{self.fraction}" if self.fraction is not None else f"{self.track}@N{self.n_labelled}"
-        return f"{name}:{self.bn_stats}" if self.bn_stats else name
+        """Stable group name, e.g. 'ssl_finetune[simclr]@0.1', 'scratch@N70' or 'scratch@N70:running'."""
+        at = f"{self.fraction}" if self.fraction is not None else f"N{self.n_labelled}"
+        return f"{self.label}@{at}:{self.bn_stats}" if self.bn_stats else f"{self.label}@{at}"
 
 
 @dataclass(frozen=True)
@@ -76,8 +89,8 @@ class SweepSpec:
     data_records: int = 2000
     task: str = ""
     metric: str = ""
-    pretrain_method: str = "simclr"
-    methods: tuple[str, ...] = ()
+    pretrain_methods: tuple[str, ...] = ("simclr",)  # scarcity/fewshot: every SSL track runs once per method
+    methods: tuple[str, ...] = ()  # the pretrain sweep: the methods it pretrains
     cells: tuple[Cell, ...] = ()
     track_train: dict[str, dict[str, Any]] = field(default_factory=dict)
     search: Search = Search()
@@ -95,9 +108,9 @@ class SweepSpec:
 
 _TOP = {
     "pretrain": {"name", "methods", "seeds", "train", "resources", "scales", "data"},
-    "scarcity": {"name", "task", "metric", "pretrain_method", "tracks", "fractions", "seeds", "train",
+    "scarcity": {"name", "task", "metric", "pretrain_methods", "tracks", "fractions", "seeds", "train",
                  "track_train", "search", "resources", "scales", "data"},
-    "fewshot": {"name", "task", "metric", "pretrain_method", "conditions", "seeds", "train", "track_train",
+    "fewshot": {"name", "task", "metric", "pretrain_methods", "conditions", "seeds", "train", "track_train",
                 "search", "resources", "scales", "data"},
 }
 
@@ -123,6 +136,10 @@ def load_sweep(name: str, scale: str, sweeps_dir: Path = SWEEPS_DIR) -> SweepSpe
 
 def _resolve(name: str, scale: str, path: Path, raw: dict) -> SweepSpec:
     scales = raw.get("scales") or {}
+    for where in (raw, *[v for v in scales.values() if isinstance(v, dict)]):
+        if "pretrain_method" in where:
+            raise ConfigError(f"pretrain_method is now pretrain_methods, a list: write pretrain_methods: "
+                              f"[{where['pretrain_method']}]")
     _no_unknown(raw, _TOP[name], "top level")
     _no_unknown(scales, set(SCALES), "scales")
     merged = _merge(raw, scales.get(scale) or {})
@@ -143,7 +160,8 @@ def _resolve(name: str, scale: str, path: Path, raw: dict) -> SweepSpec:
     task, metric = merged.get("task", ""), merged.get("metric", "")
     if task not in N_CLASSES:
         raise ConfigError(f"task {task!r} is unknown; use one of {', '.join(N_CLASSES)}")
-    cells = _cells(name, merged, task)
+    methods = _methods(merged.get("pretrain_methods", ["simclr"]))
+    cells = _cells(name, merged, task, methods)
     track_train = merged.get("track_train") or {}
     from ssrl.augment import check_preset  # torch: imported only once a sweep file is read
 
@@ -158,7 +176,22 @@ def _resolve(name: str, scale: str, path: Path, raw: dict) -> SweepSpec:
         raise ConfigError(f"track_train names track(s) {unknown_tt} that this sweep does not run")
     search = _search(merged.get("search") or {}, train, track_train)
     return SweepSpec(name, scale, path, task=task, metric=metric, cells=cells, track_train=track_train,
-                     search=search, pretrain_method=merged.get("pretrain_method", "simclr"), **common)
+                     search=search, pretrain_methods=methods, **common)
+
+
+def _methods(raw: Any) -> tuple[str, ...]:
+    """pretrain_methods: a non-empty list of SSL methods without repeats (ssrl.ssl.METHODS)."""
+    from ssrl.ssl import METHODS  # torch: imported only once a sweep file is read
+
+    if isinstance(raw, str) or not isinstance(raw, list) or not raw:
+        raise ConfigError(f"pretrain_methods={raw!r} must be a non-empty list, e.g. [simclr, masked]")
+    methods = tuple(str(m) for m in raw)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"pretrain_methods names unknown method(s) {unknown}; use some of {', '.join(METHODS)}")
+    if len(set(methods)) != len(methods):
+        raise ConfigError(f"pretrain_methods {list(methods)} repeats a method")
+    return methods
 
 
 def _search(raw: dict, train: dict, track_train: dict) -> Search:
@@ -177,37 +210,39 @@ def _search(raw: dict, train: dict, track_train: dict) -> Search:
     return dataclasses.replace(search, epochs=epochs)
 
 
-def _cells(name: str, merged: dict, task: str) -> tuple[Cell, ...]:
+def _cells(name: str, merged: dict, task: str, methods: tuple[str, ...]) -> tuple[Cell, ...]:
+    """The sweep's comparison groups; an SSL track becomes one cell per pretraining method."""
     if name == "scarcity":
-        tracks = merged.get("tracks") or []
+        tracks = [str(t) for t in merged.get("tracks") or []]
         fractions = [float(f) for f in merged.get("fractions") or []]
         for f in fractions:
             if not 0.0 < f <= 1.0:
                 raise ConfigError(f"fraction {f} is out of range; use 0 < fraction <= 1")
-        cells = tuple(Cell(t, fraction=f) for f in fractions for t in tracks)
+        plain = [{"track": t, "fraction": f} for f in fractions for t in tracks]
     else:
-        cells = tuple(_condition(c, task) for c in merged.get("conditions") or [])
-    for c in cells:
-        if c.track not in TRACKS:
-            raise ConfigError(f"track {c.track!r} is unknown; use one of {', '.join(TRACKS)}")
-    if not cells:
+        plain = [_condition(c, task) for c in merged.get("conditions") or []]
+    if not plain:
         raise ConfigError("the sweep has no cells (tracks x fractions, or conditions)")
+    for c in plain:
+        if c["track"] not in TRACKS:
+            raise ConfigError(f"track {c['track']!r} is unknown; use one of {', '.join(TRACKS)}")
     default_bn = str((merged.get("train") or {}).get("bn_stats", FinetuneConfig.bn_stats))
-    seen = [(c.track, c.fraction, c.n_labelled, c.bn_stats or default_bn) for c in cells]
+    seen = [(c["track"], c.get("fraction"), c.get("n_labelled"), c.get("bn_stats") or default_bn) for c in plain]
     if len(set(seen)) != len(seen):
         raise ConfigError(f"conditions repeat a (track, n, bn_stats): {sorted({s for s in seen if seen.count(s) > 1})}")
-    return cells
+    return tuple(Cell(**c, method=m) for c in plain
+                 for m in (methods if TRACKS[c["track"]].init == "ssl" else ("",)))
 
 
-def _condition(c: dict, task: str) -> Cell:
-    """One few-shot condition {track, n, bn_stats?} as a Cell; N must split evenly over the classes."""
+def _condition(c: dict, task: str) -> dict[str, Any]:
+    """One few-shot condition {track, n, bn_stats?} as Cell fields; N must split evenly over the classes."""
     _no_unknown(c, {"track", "n", "bn_stats"}, "conditions")
     n, track, bn = int(c["n"]), str(c["track"]), str(c.get("bn_stats", ""))
     if n <= 0 or n % N_CLASSES[task]:
         raise ConfigError(f"condition n={n} must be a positive multiple of {N_CLASSES[task]} (balanced classes)")
     if bn and track in TRACKS and TRACKS[track].frozen:
         raise ConfigError(f"condition {track} n={n} sets bn_stats, but a frozen encoder keeps its own statistics")
-    return Cell(track, n_labelled=n, bn_stats=bn)
+    return {"track": track, "n_labelled": n, "bn_stats": bn}
 
 
 def _merge(base: dict, over: dict) -> dict:

@@ -259,11 +259,18 @@ def cell_config(ctx: Context, spec: SweepSpec, cell: Cell, pretrained: dict[str,
         "sweep": spec.name, "group": cell.group, "cell_track": cell.track, "cell_fraction": cell.fraction,
         "n_labelled": cell.n_labelled, "dataset": ctx.dataset.name,
         "dataset_fingerprint": ctx.dataset.fingerprint, "checkpoint_every": spec.resources.checkpoint_every,
-        "pretrained_uri": pretrained.get(spec.pretrain_method, "") if ssl else "",
-        "method_name": spec.pretrain_method if ssl else "",
+        "pretrained_uri": pretrained.get(cell.method, "") if ssl else "",
+        "method_name": cell.method if ssl else "",
         # a condition's own BatchNorm protocol, else the sweep's (every group sets it: eval samples per key)
         "bn_stats": cell.bn_stats or str(base.get("bn_stats", FinetuneConfig.bn_stats)),
     }
+
+
+def _seed_encoder(group: dict[str, Any], seed: int, encoders: dict[str, dict[int, str]]) -> str:
+    """The encoder a group's run with this seed fine-tunes: its method's, pretrained with the same seed."""
+    method = group.get("method_name")
+    return encoders[method][seed] if group.get("pretrained_uri") and method in encoders else group.get(
+        "pretrained_uri", "")
 
 
 def search(ctx: Context, spec: SweepSpec, pretrained: dict[str, str]) -> dict[str, dict[str, float]]:
@@ -294,10 +301,11 @@ def _settings(chosen: dict[str, Any]) -> dict[str, Any]:
 
 
 def evaluate(ctx: Context, spec: SweepSpec, pretrained: dict[str, str], chosen: dict[str, dict[str, float]],
-             encoders: dict[int, str] | None = None) -> tune.ResultGrid:
+             encoders: dict[str, dict[int, str]] | None = None) -> tune.ResultGrid:
     """Every group x seed with its chosen settings and patience early stopping.
 
-    `encoders` (seed -> pretrained uri): each seed's SSL runs fine-tune the encoder pretrained with that seed.
+    `encoders` (method -> seed -> pretrained uri): each seed's SSL runs fine-tune the encoder its method
+    pretrained with that seed.
     """
     per_group = {c.group: {**cell_config(ctx, spec, c, pretrained), **_settings(chosen.get(c.group, {}))}
                  for c in spec.cells}
@@ -307,8 +315,8 @@ def evaluate(ctx: Context, spec: SweepSpec, pretrained: dict[str, str], chosen: 
     for k in keys:
         space[k] = tune.sample_from(lambda config, k=k: per_group[config["group"]].get(k))
     if encoders:
-        space["pretrained_uri"] = tune.sample_from(
-            lambda config: encoders[config["seed"]] if per_group[config["group"]].get("pretrained_uri") else "")
+        space["pretrained_uri"] = tune.sample_from(lambda config: _seed_encoder(per_group[config["group"]],
+                                                                                config["seed"], encoders))
     space["trial_key"] = tune.sample_from(lambda config: f"eval/{config['group']}/seed{config['seed']}")
     return _run(ctx, f"{spec.name}-{ctx.run_id}-eval", finetune_trainable, space, _resources(ctx),
                 tune.TuneConfig(max_concurrent_trials=ctx.max_concurrent, reuse_actors=True), "eval")

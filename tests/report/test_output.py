@@ -119,3 +119,36 @@ def test_fewshot_tables_show_bn_stats_fisher_and_na_collapse():
 def test_fewshot_plot_names_the_running_protocol():
     assert condition_names([{"track": "scratch", "n_labelled": 70, "bn_stats": "running"}]) == [
         "scratch\nN=70\nrunning BN"]
+
+
+def _two_methods() -> dict:
+    from ssrl.report import add_method_contrasts
+
+    rows = [{"track": t, "method": m, "fraction": f, "seed": s, "best_epoch": 3, "collapsed": False,
+             "test_macro_auroc": 0.7 + 0.1 * f + {"simclr": 0.01, "masked": 0.02}.get(m, 0.0) + 0.001 * (s % 7)}
+            for t, m in (("supervised", None), ("ssl_finetune", "simclr"), ("ssl_finetune", "masked"))
+            for f in (0.01, 0.1) for s in (42, 52, 62)]
+    cells = build_cells(rows, "test_macro_auroc", ("track", "method", "fraction"))
+    add_paired_vs(cells, "test_macro_auroc")
+    add_method_contrasts(cells, "test_macro_auroc", ("simclr", "masked"), ("fraction",))
+    return {"sweep": "scarcity", "metric": "test_macro_auroc", "baseline_track": "supervised", "cells": cells}
+
+
+def test_tables_and_plots_name_each_method(tmp_path, monkeypatch):
+    """One row and one plot line per (SSL track, method); the method contrast printed under the table."""
+    from ssrl.report import plots
+
+    md = results_markdown(_two_methods())
+    rows = [ln.split("|")[1].strip() for ln in md.splitlines() if ln.startswith("| ") and "track" not in ln]
+    assert rows == ["supervised"] * 2 + ["ssl_finetune[simclr]"] * 2 + ["ssl_finetune[masked]"] * 2
+    contrasts = [ln for ln in md.splitlines() if ln.startswith("- ssl_finetune at ")]
+    assert len(contrasts) == 2 and all("masked − simclr test_macro_auroc +0.0100 " in ln for ln in contrasts)
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+    plots.plot_scarcity(_two_methods(), tmp_path / "s.png")
+    (ax,) = figures[0].axes
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["supervised", "ssl_finetune[simclr]",
+                                                                   "ssl_finetune[masked]"]
+    masked = next(line for line in ax.get_lines() if line.get_label() == "ssl_finetune[masked]")
+    assert list(masked.get_ydata()) == pytest.approx([c["mean"] for c in _two_methods()["cells"]
+                                                      if c.get("method") == "masked"])

@@ -177,3 +177,36 @@ def test_cells_without_bn_stats_compare_with_precise_scratch():
     hrv = next(c for c in cells if c["track"] == "hrv_logreg")
     assert "bn_stats" not in hrv and hrv["collapse_rate"] is None and hrv["collapse_vs_scratch_p"] is None
     assert hrv["vs_scratch"]["mean_diff"] == pytest.approx(statistics.mean([0.30 - 0.22, 0.31 - 0.25, 0.20 - 0.24]))
+
+
+def test_methods_compare_paired_at_the_same_cell_and_each_against_supervised():
+    """Two pretraining methods at two fractions: between_methods recomputes from the per-seed values, pairs
+    only seeds both methods hold, never crosses fractions or tracks, and leaves the first method alone."""
+    from scipy import stats
+
+    from ssrl.report import add_method_contrasts
+
+    auroc = {("supervised", None, 0.1): [0.80, 0.82, 0.81], ("ssl_finetune", "simclr", 0.1): [0.84, 0.83, 0.86],
+             ("ssl_finetune", "masked", 0.1): [0.85, 0.86, 0.90], ("ssl_frozen", "simclr", 0.1): [0.70, 0.71, 0.72],
+             ("ssl_frozen", "masked", 0.1): [0.60, 0.65, 0.61], ("ssl_finetune", "simclr", 1.0): [0.90, 0.91, 0.92],
+             ("ssl_finetune", "masked", 1.0): [0.93, 0.91]}  # seed 62 of masked at 100 % failed
+    rows = [{"track": t, "method": m, "fraction": f, "seed": s, "test_macro_auroc": v}
+            for (t, m, f), vals in auroc.items() for s, v in zip((42, 52, 62), vals)]
+    cells = build_cells(rows, "test_macro_auroc", ("track", "method", "fraction"))
+    add_paired_vs(cells, "test_macro_auroc", "supervised", ("fraction",))
+    add_method_contrasts(cells, "test_macro_auroc", ("simclr", "masked"), ("fraction",))
+    by = {(c["track"], c.get("method"), c["fraction"]): c for c in cells}
+    assert "method" not in by[("supervised", None, 0.1)] and "between_methods" not in by[("supervised", None, 0.1)]
+    for key in auroc:
+        assert ("between_methods" in by[key]) == (key[1] == "masked")
+    a, b = auroc[("ssl_finetune", "masked", 0.1)], auroc[("ssl_finetune", "simclr", 0.1)]
+    diff = by[("ssl_finetune", "masked", 0.1)]["between_methods"]["simclr"]
+    assert diff["mean_diff"] == pytest.approx(statistics.mean(x - y for x, y in zip(a, b)))
+    assert diff["p_value"] == pytest.approx(stats.ttest_rel(a, b).pvalue) and diff["n_pairs"] == 3
+    frozen = by[("ssl_frozen", "masked", 0.1)]["between_methods"]["simclr"]  # same track only
+    assert frozen["mean_diff"] == pytest.approx(statistics.mean([0.60 - 0.70, 0.65 - 0.71, 0.61 - 0.72]))
+    full = by[("ssl_finetune", "masked", 1.0)]["between_methods"]["simclr"]  # same fraction, common seeds
+    assert full["n_pairs"] == 2 and full["mean_diff"] == pytest.approx(statistics.mean([0.93 - 0.90, 0.91 - 0.91]))
+    # and each method against supervised, paired the same way
+    vs = by[("ssl_finetune", "masked", 0.1)]["vs_supervised"]
+    assert vs["mean_diff"] == pytest.approx(statistics.mean(x - y for x, y in zip(a, auroc[("supervised", None, 0.1)])))

@@ -49,7 +49,7 @@ def _sweeps(dest: Path) -> Path:
         if src.stem == "scarcity":
             raw["track_train"] = {}
             smoke = raw["scales"]["smoke"]
-            smoke.update(tracks=["ssl_finetune"], fractions=[1.0], seeds=SEEDS)
+            smoke.update(tracks=["ssl_finetune"], fractions=[1.0], seeds=SEEDS, pretrain_methods=["simclr"])
             smoke["train"].update(epochs=8, patience=8)
             smoke["resources"].update(max_failures=2)
         if src.stem == "pretrain":

@@ -191,22 +191,34 @@ def test_trials_whose_pretraining_failed_are_not_started_and_recorded_as_skipped
 
     said, started = [], []
     monkeypatch.setattr(stages, "ensure_pretrained", lambda ctx, spec, methods: [
-        {"method": "simclr", "seed": 42, "error": "TrainingDiverged: loss became nan"}])
+        {"method": m, "seed": 42, "error": "TrainingDiverged: loss became nan"} for m in methods])
     monkeypatch.setattr(stages, "evaluate",
                         lambda ctx, spec, pretrained, chosen, encoders=None: started.extend(spec.cells) or [])
     ctx = stages.Context(storage=str(tmp_path), run_id="r", dataset=DatasetInfo("synthetic", "/d", "f" * 64, 100),
                          cpus=1, gpus=0, max_concurrent=None, resume=False, say=said.append)
     spec = load_sweep("scarcity", "smoke")
+    assert spec.pretrain_methods == ("simclr", "masked")
     res = runner._stages(ctx, spec, load_sweep("pretrain", "smoke"), {"run_id": "r", "stages": {}}, tmp_path)
     assert {c.track for c in started} == {"supervised", "random_frozen"}  # the SSL tracks never started
-    n_ssl = 2 * 2 * len(spec.seeds)  # ssl_finetune, ssl_frozen x 2 fractions x seeds
-    assert (res["n_runs"], res["n_failed"], res["n_skipped"]) == (n_ssl, n_ssl, n_ssl)
+    n_method = 2 * 2 * len(spec.seeds)  # ssl_finetune, ssl_frozen x 2 fractions x seeds, per method
+    assert (res["n_runs"], res["n_failed"], res["n_skipped"]) == (2 * n_method,) * 3
     for cell in res["cells"]:
         assert cell["track"] in ("ssl_finetune", "ssl_frozen") and cell["seeds"] == []
         assert [f["error"] for f in cell["failed"]] == [
-            "skipped: pretraining simclr failed: TrainingDiverged: loss became nan"] * len(spec.seeds)
-    (line,) = said
-    assert line.startswith(f"SKIPPED {n_ssl} trials of ssl_finetune@0.25, ssl_frozen@0.25, ") and "loss became nan" in line
+            f"skipped: pretraining {cell['method']} failed: TrainingDiverged: loss became nan"] * len(spec.seeds)
+    assert [ln.split(" trials of ")[0] for ln in said] == [f"SKIPPED {n_method}"] * 2
+    assert said[0].startswith("SKIPPED 8 trials of ssl_finetune[simclr]@0.25, ssl_frozen[simclr]@0.25, ")
+    assert "loss became nan" in said[0] and "[masked]" in said[1] and "[simclr]" not in said[1]
+
+    # one method failed: only its cells are skipped; the other method's SSL tracks start with its encoder
+    said.clear(), started.clear()
+    monkeypatch.setattr(stages, "ensure_pretrained", lambda ctx, spec, methods: [
+        {"method": "simclr", "seed": 42, "uri": "file:///s"}, {"method": "masked", "seed": 42, "error": "boom"}])
+    res = runner._stages(ctx, spec, load_sweep("pretrain", "smoke"), {"run_id": "r", "stages": {}}, tmp_path)
+    assert {(c.track, c.method) for c in started} == {("supervised", ""), ("random_frozen", ""),
+                                                      ("ssl_finetune", "simclr"), ("ssl_frozen", "simclr")}
+    assert res["n_skipped"] == n_method and {c.get("method") for c in res["cells"]} == {"masked"}
+    assert res["pretraining"]["methods"] == ["simclr", "masked"]
 
 
 # --- --dry-run -----------------------------------------------------------------------------------------
@@ -236,7 +248,7 @@ def test_dry_run_prints_the_plan_and_starts_and_writes_nothing(launch, monkeypat
     assert _tree(tmp_path) == before and not (tmp_path / "cache").exists()
     assert "scale demo (the default on synthetic data: no PTB-XL found)" in plan
     pre, demo = load_sweep("pretrain", "demo"), load_sweep("scarcity", "demo")
-    assert f"pretrain 1 trial (simclr x seeds {list(pre.seeds)}), {pre.train['epochs']} epochs, " in plan
+    assert f"pretrain 2 trials (simclr, masked x seeds {list(pre.seeds)}), {pre.train['epochs']} epochs, " in plan
     assert re.search(r"^search   off", plan, re.M)
     n = len(demo.cells)
     assert f"eval     {n * 3} trials ({n} groups x seeds [42, 52, 62]), up to {demo.train['epochs']} epochs" in plan
@@ -255,7 +267,7 @@ def test_dry_run_prints_the_plan_and_starts_and_writes_nothing(launch, monkeypat
 
 
 def test_smoke_sweep_console_without_a_terminal(edited_sweeps, synth_root, cache_dir, tmp_path):
-    """One track is made to diverge: 4 of 16 trials fail, each as one line; the console stays short and plain,
+    """One track is made to diverge: 4 of 24 trials fail, each as one line; the console stays short and plain,
     ends with the table and where everything is, and the exit code is 1. Ray's own output is in the log."""
     sweeps = edited_sweeps(scarcity={"scales.smoke.track_train": {"random_frozen": {"lr": 1.0e30}},
                                      "scales.smoke.resources.max_failures": 0})
@@ -279,7 +291,7 @@ def test_smoke_sweep_console_without_a_terminal(edited_sweeps, synth_root, cache
                                     for ln in failed), failed
     for ln in failed:
         assert Path(re.search(r"\(traceback: (\S+)\)$", ln).group(1)).exists()
-    assert "| track " in text and "16 runs, 4 failed" in text
+    assert "| track " in text and "24 runs, 4 failed" in text
     for name in ("results.json", "results.md", "scarcity.png"):
         path = out / "scarcity" / name
         assert path.exists() and str(path) in text

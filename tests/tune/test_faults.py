@@ -65,6 +65,7 @@ def test_failed_trials_are_retried_then_recorded_and_the_sweep_goes_on(edited_sw
         {"method": "simclr", "seed": spec.seeds[0], "error": DIVERGED}])
     sweeps = edited_sweeps(scarcity={
         "scales.smoke.tracks": ["supervised", "random_frozen", "ssl_frozen"],
+        "scales.smoke.pretrain_methods": ["simclr"],
         "scales.smoke.fractions": [1.0],
         "scales.smoke.seeds": [42],
         "scales.smoke.track_train": {"random_frozen": {"lr": 1.0e30, "weight_decay": 1.0}},

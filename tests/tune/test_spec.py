@@ -61,11 +61,58 @@ def test_results_say_which_encoder_each_seed_fine_tuned():
 
     from ssrl.tune.runner import _pretraining
 
-    spec, pre = SimpleNamespace(seeds=(42, 52), pretrain_method="simclr"), SimpleNamespace(train={})
-    done = [{"method": "simclr", "seed": 42, "uri": "u42"}, {"method": "simclr", "seed": 52, "uri": "u52"},
-            {"method": "simclr", "seed": 62, "uri": "u62"}]
+    spec, pre = SimpleNamespace(seeds=(42, 52), pretrain_methods=("simclr", "masked")), SimpleNamespace(train={})
+    done = [{"method": m, "seed": s, "uri": f"{m}{s}"} for m in ("simclr", "masked") for s in (42, 52, 62)]
     assert _pretraining(done, spec, pre) == (
-        {42: "u42", 52: "u52"}, {"method": "simclr", "selection": "last", "per_seed": True, "seeds": [42, 52]})
-    shared = [{"method": "simclr", "seed": 42, "uri": "u42"}, {"method": "simclr", "seed": 52, "error": "boom"}]
+        {"simclr": {42: "simclr42", 52: "simclr52"}, "masked": {42: "masked42", 52: "masked52"}},
+        {"methods": ["simclr", "masked"], "selection": "last", "per_seed": True, "seeds": [42, 52]})
+    # one method short of a seed: every method shares its first encoder (one rule for the whole sweep)
+    shared = [r for r in done if (r["method"], r["seed"]) != ("masked", 52)]
     assert _pretraining(shared, spec, pre) == (
-        None, {"method": "simclr", "selection": "last", "per_seed": False, "seeds": [42]})
+        None, {"methods": ["simclr", "masked"], "selection": "last", "per_seed": False, "seeds": [42]})
+
+
+def test_ssl_tracks_run_once_per_pretraining_method(edited_sweeps):
+    """pretrain_methods: every SSL track (and few-shot SSL condition) once per method, other tracks once."""
+    spec = load_sweep("scarcity", "paper", edited_sweeps(scarcity={"pretrain_methods": ["simclr", "masked", "byol"],
+                                                                   "fractions": [0.1]}))
+    assert [c.group for c in spec.cells] == [
+        "supervised@0.1", "ssl_finetune[simclr]@0.1", "ssl_finetune[masked]@0.1", "ssl_finetune[byol]@0.1",
+        "ssl_frozen[simclr]@0.1", "ssl_frozen[masked]@0.1", "ssl_frozen[byol]@0.1", "random_frozen@0.1"]
+    fs = load_sweep("fewshot", "paper")
+    assert fs.pretrain_methods == ("simclr", "masked")
+    assert {c.group for c in fs.cells if c.track == "ssl"} == {
+        "ssl[simclr]@N70", "ssl[masked]@N70", "ssl[simclr]@N70:running", "ssl[masked]@N70:running"}
+    assert all(c.method == "" for c in fs.cells if c.track in ("scratch", "scratch_aug", "hrv_logreg"))
+
+
+@pytest.mark.parametrize(("value", "msg"), [
+    ("simclr", "must be a non-empty list"), ([], "must be a non-empty list"),
+    (["simclr", "mae"], r"unknown method\(s\) \['mae'\]"), (["simclr", "simclr"], "repeats")])
+def test_pretrain_methods_are_checked_when_the_file_is_read(edited_sweeps, value, msg):
+    with pytest.raises(SweepError, match=msg):
+        load_sweep("scarcity", "demo", edited_sweeps(scarcity={"pretrain_methods": value}))
+
+
+def test_the_old_single_method_key_says_what_to_write(edited_sweeps):
+    import yaml
+
+    sweeps = edited_sweeps()
+    raw = yaml.safe_load((sweeps / "fewshot.yaml").read_text())
+    raw["scales"]["demo"]["pretrain_method"] = "byol"
+    (sweeps / "fewshot.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(SweepError, match=r"pretrain_method is now pretrain_methods, a list: write "
+                                         r"pretrain_methods: \[byol\]"):
+        load_sweep("fewshot", "demo", sweeps)
+
+
+def test_a_cell_says_which_pretraining_an_ssl_track_starts_from():
+    from ssrl.config import ConfigError
+    from ssrl.tune.spec import Cell
+
+    assert Cell("ssl_finetune", 0.1, method="masked").label == "ssl_finetune[masked]"
+    assert Cell("scratch", n_labelled=70, bn_stats="running").group == "scratch@N70:running"
+    with pytest.raises(ConfigError, match="needs the pretraining method"):
+        Cell("ssl_finetune", 0.1)
+    with pytest.raises(ConfigError, match="only SSL tracks take a method"):
+        Cell("supervised", 0.1, method="simclr")

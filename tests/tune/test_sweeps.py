@@ -18,12 +18,12 @@ def _load(smoke_runs, sweep: str) -> dict:
 def test_pretrain_sweep_publishes_reusable_checkpoints(smoke_runs):
     res = _load(smoke_runs, "pretrain")
     assert res["metric"] == "probe_score"
-    assert [c["track"] for c in res["cells"]] == ["simclr", "byol"]
+    assert [c["track"] for c in res["cells"]] == ["simclr", "byol", "masked"]
     published = list(Path(smoke_runs.storage, "pretrained").glob("*/DONE"))
-    assert len(published) == 2
+    assert len(published) == 3
     for done in published:
         assert (done.parent / "encoder_best.pt").exists() and not (done.parent / "state.pt").exists()
-    # scarcity and fewshot reused the finished simclr pretraining instead of training again
+    # scarcity and fewshot reused the finished simclr and masked pretrainings instead of training again
     assert len(list(Path(smoke_runs.storage).glob("pretrain-*"))) == 1
 
 
@@ -33,9 +33,11 @@ def test_scarcity_results_cover_every_track_fraction_and_seed(smoke_runs):
     assert res["sweep"] == "scarcity" and res["metric"] == "test_macro_auroc"
     assert res["dataset"]["name"] == "synthetic" and res["dataset"]["task"] == "superdiagnostic"
     assert len(res["dataset"]["fingerprint"]) >= 16
-    cells = {(c["track"], c["fraction"]): c for c in res["cells"]}
-    assert set(cells) == {(c.track, c.fraction) for c in spec.cells}
-    for (track, _fraction), cell in cells.items():
+    cells = {(c["track"], c.get("method"), c["fraction"]): c for c in res["cells"]}
+    assert set(cells) == {(c.track, c.method or None, c.fraction) for c in spec.cells}
+    # every SSL track once per method, on the same subsets and seeds: the methods compare paired
+    assert {m for _, m, _ in cells} == {None, "simclr", "masked"}
+    for (track, method, _fraction), cell in cells.items():
         assert cell["seeds"] == list(spec.seeds), cell.get("failed")
         values = [r["test_macro_auroc"] for r in cell["per_seed"]]
         assert cell["mean"] == pytest.approx(sum(values) / len(values))
@@ -43,29 +45,40 @@ def test_scarcity_results_cover_every_track_fraction_and_seed(smoke_runs):
         assert all(r["best_epoch"] >= 1 for r in cell["per_seed"])
         if track != "supervised":
             assert cell["vs_supervised"]["n_pairs"] == len(spec.seeds)
+        assert ("between_methods" in cell) == (method == "masked")
+        if method == "masked":
+            simclr = cells[(track, "simclr", _fraction)]
+            diffs = [a["test_macro_auroc"] - b["test_macro_auroc"] for a, b in zip(cell["per_seed"], simclr["per_seed"])]
+            assert cell["between_methods"]["simclr"]["mean_diff"] == pytest.approx(sum(diffs) / len(diffs))
+            assert cell["between_methods"]["simclr"]["n_pairs"] == len(spec.seeds)
     # paired subsets: every track saw the same number of labels at a fraction
-    for f in {f for _, f in cells}:
-        assert len({cells[(t, f)]["n_labelled"] for t, ff in cells if ff == f}) == 1
-    assert (smoke_runs.out / "scarcity" / "results.md").read_text().count("|") > 20
+    for f in {f for _, _, f in cells}:
+        assert len({c["n_labelled"] for (_, _, ff), c in cells.items() if ff == f}) == 1
+    assert res["pretraining"]["methods"] == ["simclr", "masked"]
+    table = (smoke_runs.out / "scarcity" / "results.md").read_text()
+    assert "| ssl_finetune[masked]" in table and "| ssl_frozen[simclr]" in table and "masked − simclr" in table
     assert (smoke_runs.out / "scarcity" / "scarcity.png").stat().st_size > 1000
 
 
 def test_fewshot_results_search_then_seeds(smoke_runs):
     res = _load(smoke_runs, "fewshot")
     assert res["metric"] == "test_macro_f1"
-    assert {(c["track"], c["n_labelled"], c.get("bn_stats")) for c in res["cells"]} == {
-        ("scratch", 10, "precise"), ("scratch", 10, "running"), ("ssl", 10, "precise"), ("hrv_logreg", 10, None),
-        ("scratch", 20, "precise")}
+    assert {(c["track"], c.get("method"), c["n_labelled"], c.get("bn_stats")) for c in res["cells"]} == {
+        ("scratch", None, 10, "precise"), ("scratch", None, 10, "running"), ("ssl", "simclr", 10, "precise"),
+        ("ssl", "masked", 10, "precise"), ("hrv_logreg", None, 10, None), ("scratch", None, 20, "precise")}
     assert res["trivial_baseline"]["class"] == "SR" and res["baseline_track"] == "scratch"
     # smoke pretrains one encoder, shared by both evaluation seeds
-    assert res["pretraining"] == {"method": "simclr", "selection": "last", "per_seed": False, "seeds": [42]}
+    assert res["pretraining"] == {"methods": ["simclr", "masked"], "selection": "last", "per_seed": False,
+                                  "seeds": [42]}
     assert 0.0 < res["trivial_baseline"]["value"] < 0.5
     chosen = res["chosen_hyperparameters"]
-    assert set(chosen) == {"scratch@N10", "ssl@N10", "scratch@N20", "scratch@N10:running"}  # no search for hrv_logreg
+    assert set(chosen) == {"scratch@N10", "ssl[simclr]@N10", "ssl[masked]@N10", "scratch@N20",
+                           "scratch@N10:running"}  # no search for hrv_logreg
     for hp in chosen.values():
         assert 1e-5 <= hp["lr"] <= 1e-2 and 1 <= hp["n_trials"] <= 2 and 0.0 <= hp["val_score"] <= 1.0
     for cell in res["cells"]:
-        group = f"{cell['track']}@N{cell['n_labelled']}" + (":running" if cell.get("bn_stats") == "running" else "")
+        label = f"{cell['track']}[{cell['method']}]" if cell.get("method") else cell["track"]
+        group = f"{label}@N{cell['n_labelled']}" + (":running" if cell.get("bn_stats") == "running" else "")
         if cell["track"] == "hrv_logreg":
             assert cell["collapse_rate"] is None and "vs_scratch" in cell
             continue
@@ -115,7 +128,7 @@ def test_every_scale_keeps_the_protocol_shape():
     demo = load_sweep("fewshot", "demo")
     assert {c.n_labelled for c in demo.cells} == {70, 300}
     assert load_sweep("scarcity", "paper").search.enabled
-    assert [c.fraction for c in load_sweep("scarcity", "paper").cells[::4]] == [0.01, 0.05, 0.1, 0.25, 1.0]
+    assert sorted({c.fraction for c in load_sweep("scarcity", "paper").cells}) == [0.01, 0.05, 0.1, 0.25, 1.0]
 
 
 def test_pretraining_inside_a_sweep_gets_the_resources_of_sweeps_pretrain(edited_sweeps, ray_session, synth_root,
@@ -158,13 +171,14 @@ def test_each_evaluation_seed_fine_tunes_the_encoder_pretrained_with_its_seed(ed
     from ssrl.tune import runner
 
     sweeps = edited_sweeps(pretrain={"scales.smoke.seeds": [42, 52], "scales.smoke.methods": ["simclr"]},
-                           fewshot={"scales.smoke.conditions": [{"track": "ssl", "n": 10}, {"track": "scratch", "n": 10}],
+                           fewshot={"scales.smoke.pretrain_methods": ["simclr"],
+                                    "scales.smoke.conditions": [{"track": "ssl", "n": 10}, {"track": "scratch", "n": 10}],
                                     "scales.smoke.search": {"enabled": False}})
     out = tmp_path / "runs"
     res = runner.run_sweep(runner.LaunchOptions(sweep="fewshot", scale="smoke", data_root=str(synth_root), out=str(out),
                                                 storage=str(tmp_path / "storage"), sweeps_dir=str(sweeps),
                                                 max_concurrent=2))
-    assert res["pretraining"] == {"method": "simclr", "selection": "last", "per_seed": True, "seeds": [42, 52]}
+    assert res["pretraining"] == {"methods": ["simclr"], "selection": "last", "per_seed": True, "seeds": [42, 52]}
     client = MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow.db")
     exp = client.get_experiment_by_name("ssrl-fewshot")
     runs = client.search_runs([exp.experiment_id], "tags.stage = 'eval'", max_results=100)

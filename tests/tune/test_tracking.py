@@ -45,13 +45,15 @@ def check_tracked(client: MlflowClient, results: dict) -> None:
     rows = [(cell, row) for cell in results["cells"] for row in cell["per_seed"]]
     assert len(evals) == len(rows) == results["n_runs"] - results["n_failed"]
     for cell, row in rows:
-        group = f"{cell['track']}@{cell['fraction']}" if sweep == "scarcity" else f"{cell['track']}@N{cell['n_labelled']}"
+        label = f"{cell['track']}[{cell['method']}]" if cell.get("method") else cell["track"]
+        group = f"{label}@{cell['fraction']}" if sweep == "scarcity" else f"{label}@N{cell['n_labelled']}"
         group += ":running" if cell.get("bn_stats") == "running" else ""  # the reference's BN protocol
         (run,) = by_key[(group, str(row["seed"]))]
         tags, m = run.data.tags, run.data.metrics
         assert run.info.status == "FINISHED"
         assert {k for k in TRIAL_TAGS} <= set(tags), set(TRIAL_TAGS) - set(tags)
         assert (tags["sweep"], tags["stage"], tags["track"]) == (sweep, "eval", cell["track"])
+        assert tags.get("method") == cell.get("method")  # SSL tracks carry their pretraining method
         assert tags["n_labelled"] == str(row.get("n_labelled", cell["n_labelled"]))
         assert tags["dataset_fingerprint"] == results["dataset"]["fingerprint"]
         assert tags["dataset"] == results["dataset"]["name"]
@@ -71,6 +73,7 @@ def check_tracked(client: MlflowClient, results: dict) -> None:
     assert len(summaries) == len(_runs(client, results, "summary")) == len(results["cells"])
     for cell in results["cells"]:
         key = next(g for g in summaries if summaries[g].data.tags["track"] == cell["track"]
+                   and summaries[g].data.tags.get("method") == cell.get("method")
                    and summaries[g].data.tags.get("fraction", "") == str(cell.get("fraction", ""))
                    and summaries[g].data.tags.get("n_labelled") == str(cell.get("n_labelled"))
                    and g.endswith(":running") == (cell.get("bn_stats") == "running"))
@@ -225,7 +228,7 @@ def test_smoke_sweeps_are_tracked_in_sqlite(smoke_runs):
     assert all(r.data.tags["n_labelled"] in ("10", "20") and r.data.tags["end"] in ("completed", "stopped")
                for r in searched)
     pre = _runs(client, results["pretrain"], "pretrain")
-    assert sorted(r.data.tags["method"] for r in pre) == ["byol", "simclr"]
+    assert sorted(r.data.tags["method"] for r in pre) == ["byol", "masked", "simclr"]
     assert all(r.data.tags["track"] == r.data.tags["method"] == r.data.tags["group"] for r in pre)
     assert all(len(client.get_metric_history(r.info.run_id, "train_loss")) == 2 for r in pre)
 
@@ -295,7 +298,7 @@ def test_sweep_against_a_real_mlflow_server(smoke_runs, synth_root, mlflow_serve
         spec = load(name, scale, *args, **kwargs)
         if name != "scarcity":
             return spec
-        return dataclasses.replace(spec, seeds=(42,), cells=(Cell("supervised", 0.25), Cell("ssl_finetune", 0.25)))
+        return dataclasses.replace(spec, seeds=(42,), cells=(Cell("supervised", 0.25), Cell("ssl_finetune", 0.25, method="simclr")))
 
     monkeypatch.setattr(runner, "load_sweep", reduced)
     uri = f"http://carol:pw-XYZ-123@127.0.0.1:{mlflow_server.port}"
