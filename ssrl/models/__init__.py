@@ -1,7 +1,8 @@
 """Encoder registry, heads and a decoder.
 
 Every encoder maps (B, leads, T) -> (B, out_dim) and exposes its pre-pool ``feature_map(x)``:
-(B, feature_dim, ~T / feature_stride), which ``forward`` pools.
+(B, feature_dim, ~T / feature_stride), which ``forward`` pools. A plug-in encoder is named
+'package.module:Class' and resolved by ``ENCODERS`` (ssrl.plugins; docs/EXTENDING.md).
 """
 
 from __future__ import annotations
@@ -12,19 +13,28 @@ from ssrl.models.cnn import CNN6
 from ssrl.models.decoder import ConvDecoder
 from ssrl.models.heads import HEADS, build_head
 from ssrl.models.xresnet import XResNet1d, XResNet1d50, XResNet1d101
+from ssrl.plugins import Registry, check_encoder_instance, is_plugin
 
-ENCODERS: dict[str, type[nn.Module]] = {
+
+def _no_class_check(name: str, cls: type) -> None:
+    """An encoder class has nothing to check before it is built (out_dim is set by __init__)."""
+
+
+ENCODERS: Registry[type[nn.Module]] = Registry("encoder", _no_class_check, {
     "cnn6": CNN6,
     "xresnet1d50": XResNet1d50,
     "xresnet1d101": XResNet1d101,
-}
+})
 
 
 def build_encoder(name: str, in_leads: int = 12, **kwargs) -> nn.Module:
-    """Build the registered encoder ``name`` for ``in_leads`` input leads."""
+    """Build the encoder ``name`` (registered, or a plug-in 'package.module:Class') for ``in_leads`` input leads."""
     if name not in ENCODERS:
-        raise ValueError(f"unknown encoder {name!r}; known encoders: {', '.join(sorted(ENCODERS))}")
-    return ENCODERS[name](in_leads=in_leads, **kwargs)
+        raise ENCODERS.unknown(name)
+    encoder = ENCODERS[name](in_leads=in_leads, **kwargs)
+    if is_plugin(name):
+        check_encoder_instance(name, encoder)
+    return encoder
 
 
 __all__ = ["ENCODERS", "HEADS", "CNN6", "ConvDecoder", "XResNet1d", "XResNet1d50", "XResNet1d101", "build_encoder", "build_head"]
