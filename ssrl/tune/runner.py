@@ -265,6 +265,7 @@ def _preflight(spec: SweepSpec, pre_spec: SweepSpec | None, dataset: DatasetInfo
                                  f"class, but in {dataset.root} {short}; lower n")
     if pre_spec is None:
         return
+    from ssrl.plugins import check_pretrain
     from ssrl.ssl import METHODS
 
     methods = spec.methods if spec.name == "pretrain" else spec.pretrain_methods
@@ -272,6 +273,7 @@ def _preflight(spec: SweepSpec, pre_spec: SweepSpec | None, dataset: DatasetInfo
         if method not in METHODS:
             raise SweepError(f"{spec.path}: pretrain method {method!r} is unknown; use one of {', '.join(METHODS)}")
         cfg = stages.pretrain_config(pre_spec, method, pre_spec.seeds[0], dataset)
+        check_pretrain(cfg)  # this method on the pretrain sweep's encoder (a plug-in is built once here)
         _check_encoders(spec, pre_spec, cfg)
         for seed in pre_spec.seeds:  # a reused checkpoint must hold the encoder its key promises
             uri = stages.pretrained_uri(storage, stages.pretrain_config(pre_spec, method, seed, dataset),

@@ -154,8 +154,10 @@ def _resolve(name: str, scale: str, path: Path, raw: dict) -> SweepSpec:
     common = {"seeds": seeds, "train": train, "resources": res, "data_records": int(data.get("records", 2000))}
     if name == "pretrain":
         methods = tuple(merged.get("methods", ["simclr"]))
-        for m in methods:
-            from_dict(PretrainConfig, {**train, "method": m})  # validates keys and values now
+        from ssrl.plugins import check_pretrain  # torch: imported only once a sweep file is read
+
+        for m in methods:  # keys and values, and every name (a plug-in is imported and built once) now
+            check_pretrain(from_dict(PretrainConfig, {**train, "method": str(m)}))
         return SweepSpec(name, scale, path, methods=methods, **common)
     task, metric = merged.get("task", ""), merged.get("metric", "")
     if task not in N_CLASSES:
@@ -164,13 +166,18 @@ def _resolve(name: str, scale: str, path: Path, raw: dict) -> SweepSpec:
     cells = _cells(name, merged, task, methods)
     track_train = merged.get("track_train") or {}
     from ssrl.augment import check_preset  # torch: imported only once a sweep file is read
+    from ssrl.plugins import check_finetune
 
+    named = set()  # (encoder, width, head, init) already resolved: a plug-in is built once, not per cell
     for cell in cells:
         extra = {"pretrained": "check"} if TRACKS[cell.track].init == "ssl" else {}
         extra.update({"bn_stats": cell.bn_stats} if cell.bn_stats else {})
         cfg = from_dict(FinetuneConfig, {**train, **track_train.get(cell.track, {}), **extra, "task": task,
                                          "track": cell.track, "fraction": cell.fraction or 1.0})
         check_preset(cfg.spec.augment, task)  # rhythm tasks refuse views that change heart rate
+        if (cfg.encoder, cfg.encoder_width, cfg.head, cfg.spec.init) not in named:
+            check_finetune(cfg)  # encoder (registered or plug-in) and head resolve before Ray starts
+            named.add((cfg.encoder, cfg.encoder_width, cfg.head, cfg.spec.init))
     unknown_tt = sorted(set(track_train) - {c.track for c in cells})
     if unknown_tt:
         raise ConfigError(f"track_train names track(s) {unknown_tt} that this sweep does not run")
@@ -188,7 +195,8 @@ def _methods(raw: Any) -> tuple[str, ...]:
     methods = tuple(str(m) for m in raw)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise ConfigError(f"pretrain_methods names unknown method(s) {unknown}; use some of {', '.join(METHODS)}")
+        raise ConfigError(f"pretrain_methods names unknown method(s) {unknown}; use some of {', '.join(METHODS)} "
+                          "or a plug-in 'package.module:Class'")
     if len(set(methods)) != len(methods):
         raise ConfigError(f"pretrain_methods {list(methods)} repeats a method")
     return methods
