@@ -1,6 +1,6 @@
 """Aggregation across seeds, statistics, tables and plots of sweep results (no Ray, no torch)."""
 
-from ssrl.report.io import jsonable, write_json_atomic, write_text_atomic
+from ssrl.report.io import jsonable, write_bytes_atomic, write_json_atomic, write_text_atomic
 from ssrl.report.stats import (
     add_fewshot_contrasts,
     add_method_contrasts,
@@ -27,6 +27,7 @@ __all__ = [
     "results_markdown",
     "results_table_text",
     "summarize",
+    "write_bytes_atomic",
     "write_json_atomic",
     "write_text_atomic",
 ]

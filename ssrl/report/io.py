@@ -41,7 +41,7 @@ def _atomic(path: str | os.PathLike, mode: str) -> Iterator[IO]:
         umask = os.umask(0)
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
-        with os.fdopen(fd, mode, encoding="utf-8") as f:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -70,4 +70,11 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write text to path atomically; returns the path."""
     with _atomic(path, "w") as f:
         f.write(text)
+    return Path(path)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write bytes to path atomically; returns the path."""
+    with _atomic(path, "wb") as f:
+        f.write(data)
     return Path(path)

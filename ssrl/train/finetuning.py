@@ -263,8 +263,7 @@ def finish(run: Run, best: dict | None, out_dir: Path | None) -> dict:
     else:  # no epoch ran: evaluate the model as it is
         run.refresh_bn()
     train_y = run.labels.split("train").y
-    out = evaluate(run.cfg, run.net, run.labels, run.sources[1:], train_y, out_dir,
-                   run.labels.split("test").rows, run.data, run.precision)
+    out = evaluate(run.cfg, run.net, run.labels, run.sources[1:], train_y, out_dir, run.data, run.precision)
     out.update(precision=run.precision, n_labelled=len(run.pick), done=True,
                bn_stats="frozen" if run.cfg.spec.frozen else run.cfg.bn_stats)
     return out
@@ -272,7 +271,7 @@ def finish(run: Run, best: dict | None, out_dir: Path | None) -> dict:
 
 def evaluate(
     cfg: FinetuneConfig, net: nn.Module, labels: TaskLabels, srcs: tuple[Signals | Features, Signals | Features],
-    y_train: np.ndarray, out_dir: Path | None, test_rows: np.ndarray, data: ECGData, precision: str,
+    y_train: np.ndarray, out_dir: Path | None, data: ECGData, precision: str,
 ) -> dict:
     """Test metrics of the best model; thresholds from the val fold; probabilities saved as npz."""
     p_val, p_test = (predict(net, s, cfg.eval_batch_size, labels.multilabel, precision) for s in srcs)
@@ -285,8 +284,17 @@ def evaluate(
         out = singlelabel_metrics(test.y, p_test, labels.classes, majority)
     out["val_score"] = val_score(val.y, p_val, labels.multilabel)
     out["test_single_class"] = int(classes_used(p_test) == 1)  # the best model predicts one class on the test fold
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(out_dir / "predictions.npz", prob=p_test, y=test.y, classes=np.array(labels.classes),
-                            ecg_id=np.asarray(data.meta.index)[test_rows], config=str(to_dict(cfg)))
+    save_predictions(out_dir, cfg, labels, data, p_test)
     return out
+
+
+def save_predictions(out_dir: Path | None, cfg: FinetuneConfig, labels: TaskLabels, data: ECGData,
+                     p_test: np.ndarray) -> None:
+    """The test fold's probabilities beside the trial's checkpoint (predictions.npz): with its ecg_ids and
+    labels they let anyone re-score the trial (ssrl.report.rescore gathers them per sweep)."""
+    if out_dir is None:
+        return
+    test = labels.split("test")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out_dir / "predictions.npz", prob=p_test, y=test.y, classes=np.array(labels.classes),
+                        ecg_id=np.asarray(data.meta.index)[test.rows], config=str(to_dict(cfg)))

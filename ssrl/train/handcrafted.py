@@ -63,7 +63,7 @@ def feature_matrix(data: ECGData, rows: np.ndarray) -> np.ndarray:
 
 def hrv_logreg(cfg: FinetuneConfig, report: Report, out_dir: Path | None = None) -> dict:
     """Fit the control on the seed's labelled subset; report validation and test metrics once."""
-    from ssrl.train.finetuning import classes_used, select_subset  # the same subset as every condition
+    from ssrl.train.finetuning import classes_used, save_predictions, select_subset  # as every condition
 
     seed_everything(cfg.seed)
     data = open_ptbxl(cfg.data_root, cfg.sampling_rate, cfg.cache_dir or None)
@@ -86,6 +86,7 @@ def hrv_logreg(cfg: FinetuneConfig, report: Report, out_dir: Path | None = None)
     final.update(val_score=score, test_single_class=int(classes_used(p_test) == 1), epoch=1, best_epoch=1,
                  best_val_score=score, epochs_run=1, collapsed=None, n_labelled=len(pick), precision="fp32",
                  bn_stats="none", done=True)
+    save_predictions(out_dir, cfg, labels, data, p_test)
     report(final)
     return final
 

@@ -25,8 +25,9 @@ from ssrl.report import (
     write_json_atomic,
     write_text_atomic,
 )
+from ssrl.report.rescore import FILE_NAME
 from ssrl.train.checkpoint import CheckpointError, encoder_kwargs
-from ssrl.tune import console, describe, stages
+from ssrl.tune import console, describe, predictions, stages
 from ssrl.tune.dataset import DatasetInfo, locate, open_dataset, real_data_given
 from ssrl.tune.spec import N_CLASSES, Cell, SweepError, SweepSpec, load_sweep
 from ssrl.tune.tracking import Tracker, TrialLogger, connect, error_text, git_commit, redact
@@ -321,7 +322,9 @@ def _stages(ctx: stages.Context, spec: SweepSpec, pre_spec: SweepSpec | None, st
         state["stages"]["search"] = chosen
         write_json_atomic(out_dir / STATE, state)
     grid = stages.evaluate(ctx, spec, pretrained, chosen or {}, encoders) if spec.cells else []
-    rows = [_row(r, spec) for r in grid] + lost
+    rows = [_row(r, spec) for r in grid]
+    predictions.write(grid, rows, spec.metric, out_dir)  # test probabilities: re-scoring needs no re-run
+    rows += lost
     keys = ("track", "method", "fraction") if spec.name == "scarcity" else ("track", "method", "n_labelled",
                                                                               "bn_stats")
     return _results(spec, ctx.dataset, rows, spec.metric, keys, state, chosen, pretraining)
@@ -446,6 +449,8 @@ def _write_results(results: dict[str, Any], out_dir: Path) -> list[Path]:
     if plot is not None:
         files.append(plot(results, out_dir / f"{results['sweep']}.png"))
     write_json_atomic(out_dir / "archive" / results["run_id"] / "results.json", results)
+    if (out_dir / FILE_NAME).exists():
+        files.append(out_dir / FILE_NAME)  # the test probabilities behind every cell (python -m ssrl.report rescore)
     return files
 
 

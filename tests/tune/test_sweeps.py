@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from ssrl.tune.spec import SweepError, load_sweep
@@ -89,6 +90,22 @@ def test_fewshot_results_search_then_seeds(smoke_runs):
             assert r["lr"] == pytest.approx(chosen[group]["lr"])
             assert r["collapsed"] == (r["best_epoch"] <= 1)
     assert (smoke_runs.out / "fewshot" / "fewshot.png").exists()
+
+
+@pytest.mark.parametrize("sweep", ["scarcity", "fewshot"])
+def test_every_cell_rescores_from_the_published_probabilities(smoke_runs, sweep, capsys):
+    """predictions.npz holds one float32 probability table per finished trial; re-scoring it gives every seed's
+    value in results.json (python -m ssrl.report rescore FILE --results results.json exits 0)."""
+    from ssrl.report.__main__ import main
+
+    folder = smoke_runs.out / sweep
+    res = _load(smoke_runs, sweep)
+    with np.load(folder / "predictions.npz") as z:
+        assert z["prob"].dtype == np.float32
+        assert len(z["prob"]) == sum(len(c["per_seed"]) for c in res["cells"]) == res["n_runs"] - res["n_failed"]
+    assert main(["rescore", str(folder / "predictions.npz"), "--results", str(folder / "results.json")]) == 0
+    out = capsys.readouterr().out
+    assert f"{res['n_runs'] - res['n_failed']} trials re-scored; 0 disagree" in out
 
 
 def test_results_json_is_strict_json(smoke_runs):
