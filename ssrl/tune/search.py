@@ -24,7 +24,8 @@ import optuna
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
-from ray.tune.search.variant_generator import parse_spec_vars
+
+from ssrl.tune import raycompat
 
 GROUP_KEY = "group"
 
@@ -38,10 +39,10 @@ def _check_mode(mode: str | None) -> None:
 def _set_props(obj: Any, metric: str | None, mode: str | None) -> bool:
     """Fill metric/mode where unset; False on a conflict with values already set."""
     _check_mode(mode)
-    if (metric and obj._metric and metric != obj._metric) or (mode and obj._mode and mode != obj._mode):
+    old_metric, old_mode = raycompat.metric_mode(obj)
+    if (metric and old_metric and metric != old_metric) or (mode and old_mode and mode != old_mode):
         return False
-    obj._metric = obj._metric or metric
-    obj._mode = obj._mode or mode
+    raycompat.set_metric_mode(obj, old_metric or metric, old_mode or mode)
     return True
 
 
@@ -66,7 +67,7 @@ class GroupedASHA(FIFOScheduler):
         if not (max_t > 0 and 0 < grace_period <= max_t and reduction_factor > 1):
             raise ValueError(f"need 0 < grace_period ({grace_period}) <= max_t ({max_t}) "
                              f"and reduction_factor ({reduction_factor}) > 1")
-        self._metric, self._mode = metric, mode
+        raycompat.set_metric_mode(self, metric, mode)
         self._kwargs = dict(time_attr=time_attr, grace_period=grace_period, max_t=max_t,
                             reduction_factor=reduction_factor, stop_last_trials=stop_last_trials)
         self._group_key = group_key
@@ -84,14 +85,15 @@ class GroupedASHA(FIFOScheduler):
 
     def on_trial_add(self, tune_controller: Any, trial: Any) -> None:
         """Register the trial with its group's ASHA (created on first use)."""
-        if not self._metric or not self._mode:
+        metric, mode = raycompat.metric_mode(self)
+        if not metric or not mode:
             raise ValueError("GroupedASHA needs metric and mode (here or in tune.TuneConfig)")
         if self._group_key not in trial.config:
             raise ValueError(f"trial {trial.trial_id} has no config[{self._group_key!r}]; "
                              f"GroupedASHA needs every trial to name its group")
         group = str(trial.config[self._group_key])
         if group not in self._asha:
-            self._asha[group] = AsyncHyperBandScheduler(metric=self._metric, mode=self._mode, **self._kwargs)
+            self._asha[group] = AsyncHyperBandScheduler(metric=metric, mode=mode, **self._kwargs)
         self._group_of[trial.trial_id] = group
         self._asha[group].on_trial_add(tune_controller, trial)
 
@@ -105,7 +107,7 @@ class GroupedASHA(FIFOScheduler):
     def on_trial_complete(self, tune_controller: Any, trial: Any, result: dict) -> None:
         """Record the final result in the group's rungs and forget the trial."""
         child = self._child(trial)
-        if child is not None and trial.trial_id in child._trial_info:
+        if child is not None and raycompat.asha_has(child, trial.trial_id):
             child.on_trial_complete(tune_controller, trial, result)
         self._group_of.pop(trial.trial_id, None)
 
@@ -117,7 +119,7 @@ class GroupedASHA(FIFOScheduler):
         """Forget a trial removed while pending or paused."""
         child = self._child(trial)
         if child is not None:
-            child._trial_info.pop(trial.trial_id, None)
+            raycompat.asha_forget(child, trial.trial_id)
         self._group_of.pop(trial.trial_id, None)
 
     def debug_string(self) -> str:
@@ -201,13 +203,12 @@ class GroupedOptunaSearch(Searcher):
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         """Take metric/mode from the TuneConfig; param_space must hold fixed values only."""
-        _, domains, grids = parse_spec_vars(config or {})
-        if domains or grids:
-            keys = ["/".join(map(str, k)) for k, _ in domains + grids]
+        keys = raycompat.searched_keys(config)
+        if keys:
             raise ValueError(f"param_space has searched values {keys}; "
                              f"put them in GroupedOptunaSearch(space=...) or in the groups")
         if not _set_props(self, metric, mode):
-            raise ValueError(f"GroupedOptunaSearch was built for {self._metric!r}/{self._mode!r}, "
+            raise ValueError(f"GroupedOptunaSearch was built for {self.metric!r}/{self.mode!r}, "
                              f"the TuneConfig asks for {metric!r}/{mode!r}")
         return True
 
@@ -220,13 +221,13 @@ class GroupedOptunaSearch(Searcher):
         """The group's OptunaSearch, created on first use."""
         if group not in self._studies:
             sampler = optuna.samplers.TPESampler(seed=group_seed(self._seed, group))
-            self._studies[group] = OptunaSearch(space=self._distributions, metric=self._metric,
-                                                mode=self._mode, sampler=sampler, study_name=group)
+            self._studies[group] = OptunaSearch(space=self._distributions, metric=self.metric,
+                                                mode=self.mode, sampler=sampler, study_name=group)
         return self._studies[group]
 
     def suggest(self, trial_id: str) -> dict | str | None:
         """Next config (group fixed values + sampled values), None at the concurrency limit, or FINISHED."""
-        if not self._metric or not self._mode:
+        if not self.metric or not self.mode:
             raise RuntimeError("GroupedOptunaSearch needs metric and mode (here or in tune.TuneConfig)")
         names = list(self._budget)
         open_ = [n for n in names if self._used[n] < self._budget[n]]
@@ -246,15 +247,15 @@ class GroupedOptunaSearch(Searcher):
 
     def _track(self, trial_id: str, result: Mapping[str, Any] | None) -> None:
         """Keep the trial's best-so-far metric value."""
-        value = (result or {}).get(self._metric)
+        value = (result or {}).get(self.metric)
         if isinstance(value, (int, float)) and math.isfinite(value):
             old = self._best.get(trial_id)
-            better = old is None or (value > old if self._mode == "max" else value < old)
+            better = old is None or (value > old if self.mode == "max" else value < old)
             self._best[trial_id] = value if better else old
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         """Route an intermediate result to the owning group's study."""
-        group, value = self._group_of.get(trial_id), result.get(self._metric)
+        group, value = self._group_of.get(trial_id), result.get(self.metric)
         if group is None or not isinstance(value, (int, float)) or not math.isfinite(value):
             return  # Optuna cannot take NaN or a missing value as an intermediate report
         self._track(trial_id, result)
@@ -270,7 +271,7 @@ class GroupedOptunaSearch(Searcher):
         self._track(trial_id, result)
         best = self._best.pop(trial_id, None)
         if self._objective == "best" and best is not None and not error:
-            result = {**(result or {}), self._metric: best}
+            result = {**(result or {}), self.metric: best}
         self._studies[group].on_trial_complete(trial_id, result=result, error=error)
 
     def save(self, checkpoint_path: str) -> None:

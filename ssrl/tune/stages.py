@@ -17,6 +17,7 @@ import pyarrow.fs as pafs
 from ray import tune
 
 from ssrl.config import TRACKS, FinetuneConfig, PretrainConfig, from_dict, to_dict
+from ssrl.tune import raycompat
 from ssrl.tune.search import GroupedASHA, GroupedOptunaSearch, best_per_group
 from ssrl.tune.spec import N_CLASSES, Cell, SweepSpec
 from ssrl.tune.trainables import METRIC, finetune_trainable, pretrain_trainable, resilient
@@ -91,7 +92,7 @@ def _run(ctx: Context, name: str, trainable: Callable, param_space: dict, resour
     # On Ctrl-C Tune saves the experiment and returns early; going on would record the trials it
     # left as failed or, when max_concurrent_trials held them back, not at all (and a cut-short
     # search as chosen). Stop here instead: --resume continues them.
-    trials = grid._experiment_analysis.trials
+    trials = raycompat.grid_trials(grid)
     left = max(0, _planned_trials(param_space, tune_config) - len(trials)) + sum(
         _unfinished(t, early_stops=tune_config.scheduler is not None) for t in trials)
     if left or interrupted:

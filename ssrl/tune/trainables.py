@@ -17,6 +17,7 @@ from ray import tune
 
 from ssrl.config import FinetuneConfig, PretrainConfig, from_dict
 from ssrl.train import BEST, finetune, pretrain
+from ssrl.tune import raycompat
 
 # Keys of a trial config that describe the trial (tags) rather than configure training.
 META_KEYS = ("sweep", "stage", "group", "cell_track", "cell_fraction", "n_labelled", "dataset",
@@ -53,10 +54,10 @@ class NewestCheckpoint:
 
     def restore(self, checkpoint_path: Any) -> Any:
         """Trainable.restore, with a missing checkpoint replaced by the next one on storage."""
-        ckpt = getattr(checkpoint_path, "checkpoint", None)
+        ckpt = raycompat.restored_checkpoint(checkpoint_path)
         newer = _next_checkpoint(ckpt) if ckpt is not None else None
         if newer is not None:
-            checkpoint_path = type(checkpoint_path)(checkpoint=newer, metrics=checkpoint_path.metrics)
+            checkpoint_path = raycompat.with_checkpoint(checkpoint_path, newer)
         return super().restore(checkpoint_path)
 
 
@@ -73,8 +74,7 @@ def _next_checkpoint(ckpt: tune.Checkpoint) -> tune.Checkpoint | None:
 
 def resilient(trainable: Callable) -> Callable:
     """The function trainable with NewestCheckpoint mixed into the class Tune wraps it in."""
-    trainable.__mixins__ = (NewestCheckpoint,)  # read by ray.tune's wrap_function
-    return trainable
+    return raycompat.add_mixins(trainable, NewestCheckpoint)
 
 
 def _restore(work: Path) -> None:
