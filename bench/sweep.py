@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
@@ -90,7 +91,7 @@ def _trial_seconds(grid: Any) -> list[dict[str, Any]]:
 
 
 def instrument(reuse_actors: bool | None = None, pretrain_cpus: float | None = None) -> list[dict[str, Any]]:
-    """Wrap ssrl.tune.stages._run so that every Tuner's wall time, resources and trials are recorded.
+    """Record every Tuner the stages start (through stages.wrap_tuner_runs): wall time, resources, trials.
 
     To compare settings: reuse_actors overrides TuneConfig.reuse_actors, pretrain_cpus the CPUs of
     pretraining trials (None: as the sweep sets them).
@@ -98,9 +99,8 @@ def instrument(reuse_actors: bool | None = None, pretrain_cpus: float | None = N
     from ssrl.tune import stages
 
     record: list[dict[str, Any]] = []
-    inner = stages._run
 
-    def timed(ctx, name, trainable, param_space, resources, tune_config, stage):
+    def timed(inner, ctx, name, trainable, param_space, resources, tune_config, stage):
         if reuse_actors is not None:
             tune_config.reuse_actors = reuse_actors
         if pretrain_cpus is not None and stage == "pretrain":
@@ -113,7 +113,7 @@ def instrument(reuse_actors: bool | None = None, pretrain_cpus: float | None = N
                        "trials": _trial_seconds(grid)})
         return grid
 
-    stages._run = timed
+    stages.wrap_tuner_runs(lambda run: functools.partial(timed, run))
     return record
 
 

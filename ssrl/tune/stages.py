@@ -100,6 +100,25 @@ def _run(ctx: Context, name: str, trainable: Callable, param_space: dict, resour
     return grid
 
 
+RunTuner = Callable[..., tune.ResultGrid]  # (ctx, name, trainable, param_space, resources, tune_config, stage)
+_wrapper: Callable[[RunTuner], RunTuner] | None = None
+
+
+def wrap_tuner_runs(wrapper: Callable[[RunTuner], RunTuner] | None) -> None:
+    """Start every later Tuner of every stage through wrapper(run), e.g. to time it (bench.sweep); None: unwrapped.
+
+    run(ctx, name, trainable, param_space, resources, tune_config, stage) runs one Tuner and returns its
+    ResultGrid; `stage` is "pretrain", "search" or "eval". A wrapper may change resources and tune_config.
+    """
+    global _wrapper
+    _wrapper = wrapper
+
+
+def _tuner(*args: Any) -> tune.ResultGrid:
+    """_run, through the wrapper of wrap_tuner_runs when one is set."""
+    return (_wrapper(_run) if _wrapper is not None else _run)(*args)
+
+
 _STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGUSR1") if hasattr(signal, n))
 
 
@@ -196,7 +215,7 @@ def ensure_pretrained(ctx: Context, spec: SweepSpec, methods: tuple[str, ...]) -
                  "job": tune.grid_search([json.dumps(to_dict(c), sort_keys=True) for c, _ in todo])}
         resources = {"cpu": ctx.cpus if ctx.pretrain_cpus is None else ctx.pretrain_cpus,
                      "gpu": ctx.gpus if ctx.pretrain_gpus is None else ctx.pretrain_gpus}
-        grid = _run(ctx, f"pretrain-{ctx.run_id}", _pretrain_job, space, resources,
+        grid = _tuner(ctx, f"pretrain-{ctx.run_id}", _pretrain_job, space, resources,
                     tune.TuneConfig(max_concurrent_trials=ctx.max_concurrent, reuse_actors=True), "pretrain")
         for result in grid:
             cfg = from_dict(PretrainConfig, json.loads(result.config["job"]))
@@ -288,7 +307,7 @@ def search(ctx: Context, spec: SweepSpec, pretrained: dict[str, str]) -> dict[st
                                    max_concurrent=ctx.max_concurrent)
     scheduler = GroupedASHA(metric=METRIC, mode="max", time_attr="epoch", grace_period=s.grace_period,
                             reduction_factor=s.reduction_factor, max_t=s.epochs)
-    grid = _run(ctx, f"{spec.name}-{ctx.run_id}-search", finetune_trainable, {}, _resources(ctx),
+    grid = _tuner(ctx, f"{spec.name}-{ctx.run_id}-search", finetune_trainable, {}, _resources(ctx),
                 tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
                                 num_samples=s.samples_per_group * len(groups), reuse_actors=True), "search")
     best = best_per_group(grid, METRIC, "max")
@@ -319,7 +338,7 @@ def evaluate(ctx: Context, spec: SweepSpec, pretrained: dict[str, str], chosen: 
         space["pretrained_uri"] = tune.sample_from(lambda config: _seed_encoder(per_group[config["group"]],
                                                                                 config["seed"], encoders))
     space["trial_key"] = tune.sample_from(lambda config: f"eval/{config['group']}/seed{config['seed']}")
-    return _run(ctx, f"{spec.name}-{ctx.run_id}-eval", finetune_trainable, space, _resources(ctx),
+    return _tuner(ctx, f"{spec.name}-{ctx.run_id}-eval", finetune_trainable, space, _resources(ctx),
                 tune.TuneConfig(max_concurrent_trials=ctx.max_concurrent, reuse_actors=True), "eval")
 
 
