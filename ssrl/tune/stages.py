@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow.fs as pafs
 from ray import tune
 
-from ssrl.config import TRACKS, FinetuneConfig, PretrainConfig, from_dict, to_dict
+from ssrl.config import TRACKS, FinetuneConfig, PretrainConfig, from_dict, to_dict, to_json
 from ssrl.tune import raycompat
 from ssrl.tune.search import GroupedASHA, GroupedOptunaSearch, best_per_group
 from ssrl.tune.spec import N_CLASSES, Cell, SweepSpec
@@ -212,7 +212,7 @@ def ensure_pretrained(ctx: Context, spec: SweepSpec, methods: tuple[str, ...]) -
         space = {**to_dict(todo[0][0]), "sweep": "pretrain", "stage": "pretrain", "checkpoint_every":
                  spec.resources.checkpoint_every, "dataset": ctx.dataset.name,
                  "dataset_fingerprint": ctx.dataset.fingerprint,
-                 "job": tune.grid_search([json.dumps(to_dict(c), sort_keys=True) for c, _ in todo])}
+                 "job": tune.grid_search([to_json(c) for c, _ in todo])}
         resources = {"cpu": ctx.cpus if ctx.pretrain_cpus is None else ctx.pretrain_cpus,
                      "gpu": ctx.gpus if ctx.pretrain_gpus is None else ctx.pretrain_gpus}
         grid = _tuner(ctx, f"pretrain-{ctx.run_id}", _pretrain_job, space, resources,
