@@ -23,7 +23,6 @@ from ssrl.tune import raycompat
 META_KEYS = ("sweep", "stage", "group", "cell_track", "cell_fraction", "n_labelled", "dataset",
              "dataset_fingerprint", "pretrained_uri", "checkpoint_every", "trial_key", "method_name")
 METRIC = "val_score"  # what ASHA and the search judge a fine-tuning trial by
-PROBE_METRIC = "probe_score"  # what a pretraining trial is judged by
 
 
 # Text results a trial reports beside its numbers (what it ran at, for results.json and MLflow).
