@@ -8,7 +8,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from ssrl.data import open_ptbxl
+from ssrl.data import default_cache_dir, open_ptbxl
 
 DEFAULT_REAL = Path("data") / "PTB-XL"
 SYNTH_SEED = 0
@@ -32,14 +32,9 @@ class DatasetInfo:
         return out
 
 
-def cache_root() -> Path:
-    """Per-node cache folder ($SSRL_CACHE_DIR, else ~/.cache/ssrl)."""
-    return Path(os.environ.get("SSRL_CACHE_DIR") or Path.home() / ".cache" / "ssrl")
-
-
 def synthetic_path(records: int) -> Path:
     """Where the built-in synthetic PTB-XL with `records` records lives (written or not)."""
-    return cache_root() / f"synthetic-ptbxl-{records}-seed{SYNTH_SEED}"
+    return default_cache_dir() / f"synthetic-ptbxl-{records}-seed{SYNTH_SEED}"
 
 
 def synthetic_root(records: int) -> Path:
