@@ -131,7 +131,8 @@ def pretrain_then_probe(ctx: Ctx) -> dict:
     rows: list[dict] = []
     final = pretrain(cfg, rows.append, out)
     enc = load_encoder(final["checkpoint"], expect="cnn6", expect_kwargs={"width": 8})
-    h = enc.eval()(torch.from_numpy(ctx.data.batch(pretrain_rows(ctx.data)[:4])))
+    pool = pretrain_rows(ctx.data)[:4]
+    h = enc.eval()(Signals(ctx.data, pool, CPU).get(torch.arange(len(pool))))  # (4, 12, T) -> (4, D)
     probe = finetune(FinetuneConfig(**ctx.where(), track="ssl_frozen", pretrained=final["checkpoint"],
                                     encoder_width=8, epochs=2, patience=2, fraction=0.5), lambda r: None, None)
     assert rows[0]["precision"] == ctx.precision and math.isfinite(rows[0]["train_loss"]), f"first epoch {rows[0]}"

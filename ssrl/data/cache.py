@@ -39,11 +39,6 @@ class ECGData(PTBXLMeta):
         """Pickle as a re-open from the per-node cache, never as 0.5 GB of signals (e.g. into Ray tasks)."""
         return open_ptbxl, (self.root.absolute(), self.sampling_rate, self.cache_path.parent.absolute())
 
-    def batch(self, rows: np.ndarray) -> np.ndarray:
-        """Standardised float32 signals of the given rows, (B, 12, T)."""
-        x = np.asarray(self.signals[np.asarray(rows, dtype=np.int64)], dtype=np.float32)  # (B, 12, T)
-        return (x - self.mean[:, None]) / self.std[:, None]
-
 
 def default_cache_dir() -> Path:
     """$SSRL_CACHE_DIR, else ~/.cache/ssrl."""
