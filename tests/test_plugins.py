@@ -229,3 +229,30 @@ def test_smoke_sweep_runs_a_plugin_encoder_and_method_end_to_end(plugin, edited_
     blob = read_checkpoint(best)
     assert blob["encoder"] == name_enc and set(blob["state_dict"]) == {"conv.weight", "conv.bias"}
     assert blob["state_dict"]["conv.weight"].shape == (8, 12, 7)  # width 8 from the smoke scale
+
+
+def test_a_plugins_reuse_key_follows_its_code_and_is_a_folder_name(tmp_path, monkeypatch):
+    """Editing a plug-in's module changes its pretraining key (no stale reuse); built-in keys stay as they were."""
+    import importlib
+    import sys
+
+    from ssrl.config import PretrainConfig
+    from ssrl.tune.stages import pretrain_key
+
+    pkg = tmp_path / "keyplug"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "enc.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = PretrainConfig(data_root="/d", method="simclr", encoder="cnn6")
+    builtin = pretrain_key(cfg, "f" * 64)
+    assert builtin.startswith("simclr-cnn6-")
+    plug = PretrainConfig.__new__(PretrainConfig)  # the key reads fields only: no need to build the encoder
+    plug.__dict__.update(cfg.__dict__, encoder="keyplug.enc:Enc")
+    first = pretrain_key(plug, "f" * 64)
+    assert first.startswith("simclr-keyplug.enc_Enc-") and ":" not in first
+    (pkg / "enc.py").write_text("X = 2\n")
+    sys.modules.pop("keyplug.enc", None)
+    importlib.invalidate_caches()
+    assert pretrain_key(plug, "f" * 64) != first
+    assert pretrain_key(cfg, "f" * 64) == builtin

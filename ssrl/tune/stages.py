@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
+import inspect
 import json
 import os
+import re
 import signal
 import tempfile
 import threading
@@ -17,6 +20,7 @@ import pyarrow.fs as pafs
 from ray import tune
 
 from ssrl.config import TRACKS, FinetuneConfig, PretrainConfig, from_dict, to_dict, to_json
+from ssrl.plugins import is_plugin
 from ssrl.tune import raycompat
 from ssrl.tune.search import GroupedASHA, GroupedOptunaSearch, best_per_group
 from ssrl.tune.spec import N_CLASSES, Cell, SweepSpec
@@ -65,8 +69,18 @@ def pretrain_key(cfg: PretrainConfig, fingerprint: str) -> str:
 
     d = {k: v for k, v in to_dict(cfg).items() if k not in _NOT_IN_KEY}
     d["augment_ops"] = repr(PRESETS.get(cfg.augment))
+    code = {n: _plugin_source(n) for n in (cfg.method, cfg.encoder) if is_plugin(n)}
+    if code:  # a plug-in whose code changed must not reuse encoders its old code pretrained
+        d["plugin_code"] = code
     blob = json.dumps({"cfg": d, "data": fingerprint}, sort_keys=True)
-    return f"{cfg.method}-{cfg.encoder}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{cfg.method}-{cfg.encoder}")  # 'pkg.mod:Cls' is no folder name
+    return f"{safe}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def _plugin_source(name: str) -> str:
+    """sha256 of the source file of a plug-in's module (the class's code and whatever it calls there)."""
+    module = importlib.import_module(name.split(":", 1)[0])
+    return hashlib.sha256(Path(inspect.getfile(module)).read_bytes()).hexdigest()[:16]
 
 
 def _run(ctx: Context, name: str, trainable: Callable, param_space: dict, resources: dict,
