@@ -124,42 +124,44 @@ def build_cells(
     def order(key: tuple) -> tuple:
         return tuple((1, rank[i][v]) if isinstance(v, str) else _sort_key(v) for i, v in enumerate(key))
 
-    cells = []
-    for key in sorted(groups, key=order):
-        cell: dict[str, Any] = {k: v for k, v in zip(group_keys, key) if v is not None}
-        ok, failed = [], []
-        for row in groups[key]:
-            good, err = _is_ok(row, metric)
-            if good:
-                ok.append(row)
-            else:
-                failed.append({"seed": row.get("seed"), "error": err})
-        seeds = [r.get("seed") for r in ok]
-        dup = {s for s in seeds if seeds.count(s) > 1}
-        if dup:
-            raise ValueError(f"cell {cell}: seeds {sorted(dup)} have more than one successful row")
-        ok.sort(key=lambda r: _sort_key(r.get("seed")))
-        n_lab = sorted({r["n_labelled"] for r in ok if r.get("n_labelled") is not None})
-        drop = set(group_keys) | STATS_KEYS
-        stats = summarize([float(r[metric]) for r in ok])
-        collapsed = [bool(r["collapsed"]) for r in ok if r.get("collapsed") is not None]
-        single = [bool(r["test_single_class"]) for r in ok if r.get("test_single_class") is not None]
-        cell.update(
-            n_labelled=(n_lab[0] if len(n_lab) == 1 else [n_lab[0], n_lab[-1]]) if n_lab else None,
-            seeds=[r.get("seed") for r in ok],
-            per_seed=[{k: v for k, v in r.items() if k not in drop} for r in ok],
-            mean=stats["mean"],
-            std=stats["std"],
-            ci95=stats["ci95"],
-            n=stats["n"],
-            collapse_rate=float(np.mean(collapsed)) if collapsed else None,  # None: no verdict (frozen tracks)
-            single_class_rate=float(np.mean(single)) if single else None,  # best model predicts one test class
-            best_epoch_mean=_mean_or_none([r.get("best_epoch") for r in ok]),
-            n_failed=len(failed),
-            failed=sorted(failed, key=lambda f: _sort_key(f["seed"])),
-        )
-        cells.append(cell)
-    return cells
+    return [_cell(dict(zip(group_keys, key)), groups[key], metric, set(group_keys)) for key in sorted(groups, key=order)]
+
+
+def _cell(keys: dict[str, Any], rows: list[dict], metric: str, group_keys: set[str]) -> dict[str, Any]:
+    """One cell: its group keys (None left out), the statistics over its successful seeds and its failures."""
+    cell: dict[str, Any] = {k: v for k, v in keys.items() if v is not None}
+    ok, failed = [], []
+    for row in rows:
+        good, err = _is_ok(row, metric)
+        if good:
+            ok.append(row)
+        else:
+            failed.append({"seed": row.get("seed"), "error": err})
+    seeds = [r.get("seed") for r in ok]
+    dup = {s for s in seeds if seeds.count(s) > 1}
+    if dup:
+        raise ValueError(f"cell {cell}: seeds {sorted(dup)} have more than one successful row")
+    ok.sort(key=lambda r: _sort_key(r.get("seed")))
+    n_lab = sorted({r["n_labelled"] for r in ok if r.get("n_labelled") is not None})
+    drop = group_keys | STATS_KEYS
+    stats = summarize([float(r[metric]) for r in ok])
+    collapsed = [bool(r["collapsed"]) for r in ok if r.get("collapsed") is not None]
+    single = [bool(r["test_single_class"]) for r in ok if r.get("test_single_class") is not None]
+    cell.update(
+        n_labelled=(n_lab[0] if len(n_lab) == 1 else [n_lab[0], n_lab[-1]]) if n_lab else None,
+        seeds=[r.get("seed") for r in ok],
+        per_seed=[{k: v for k, v in r.items() if k not in drop} for r in ok],
+        mean=stats["mean"],
+        std=stats["std"],
+        ci95=stats["ci95"],
+        n=stats["n"],
+        collapse_rate=float(np.mean(collapsed)) if collapsed else None,  # None: no verdict (frozen tracks)
+        single_class_rate=float(np.mean(single)) if single else None,  # best model predicts one test class
+        best_epoch_mean=_mean_or_none([r.get("best_epoch") for r in ok]),
+        n_failed=len(failed),
+        failed=sorted(failed, key=lambda f: _sort_key(f["seed"])),
+    )
+    return cell
 
 
 def add_paired_vs(
