@@ -18,12 +18,12 @@ from ssrl.train.checkpoint import encoder_kwargs, load_encoder
 from ssrl.train.handcrafted import hrv_logreg
 from ssrl.train.loop import (
     EarlyStopping,
-    LoopState,
     Report,
     Signals,
     batch_indices,
     check_finite,
     eval_batch_size,
+    fit,
     resolve_device,
     seed_everything,
     snapshot,
@@ -208,42 +208,28 @@ def finetune(cfg: FinetuneConfig, report: Report, out_dir: Path | None = None) -
         return hrv_logreg(cfg, report, out_dir)
     gen = seed_everything(cfg.seed)
     run = prepare(cfg)
-    params = [p for p in run.net.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     loss_fn = nn.BCEWithLogitsLoss() if run.labels.multilabel else nn.CrossEntropyLoss()
     augment = build_augment(cfg.spec.augment, cfg.sampling_rate, cfg.task)
-    aug_gen = torch.Generator(device=run.device).manual_seed(cfg.seed + 1)
-    stopper, best, history, epoch = EarlyStopping(cfg.patience), None, [], 0
+    gens = (gen, torch.Generator(device=run.device).manual_seed(cfg.seed + 1))
+    stopper = EarlyStopping(cfg.patience)
 
-    state = LoopState.load(out_dir)
-    if state is not None:  # resume after a crash or a node loss
-        run.net.load_state_dict(state.model)
-        opt.load_state_dict(state.optimizer)
-        sched.load_state_dict(state.scheduler)
-        gen.set_state(state.generator[0])
-        aug_gen.set_state(state.generator[1].to(aug_gen.get_state().device))
-        stopper, best, history, epoch = EarlyStopping(**state.stopper), state.best, state.history, state.epoch
+    def step(opt: torch.optim.Optimizer, gens: tuple[torch.Generator, torch.Generator], epoch: int) -> dict:
+        return {"train_loss": train_epoch(run, opt, loss_fn, augment, gens, epoch)}
 
-    while epoch < cfg.epochs and not stopper.should_stop:  # after the loop, epoch is the last that ran
-        epoch += 1
-        train_loss = train_epoch(run, opt, loss_fn, augment, (gen, aug_gen), epoch)
-        lr = opt.param_groups[0]["lr"]
-        sched.step()
+    def validate(epoch: int, row: dict, best: dict | None) -> dict | None:
         run.refresh_bn()  # the snapshot below keeps these statistics with the weights
         p_val = run.predict(run.sources[1])
-        score = val_score(run.labels.split("val").y, p_val, run.labels.multilabel)
-        if stopper.update(score, epoch):
+        row["val_score"] = val_score(run.labels.split("val").y, p_val, run.labels.multilabel)
+        if stopper.update(row["val_score"], epoch):
             best = snapshot(run.net)
-        row = {"epoch": epoch, "train_loss": train_loss, "val_score": score, "lr": lr,
-               "val_classes_used": classes_used(p_val), "best_epoch": stopper.best_epoch,
-               "best_val_score": stopper.best, "precision": run.precision}
-        history.append(row)
-        if out_dir is not None:
-            LoopState(epoch, run.net.state_dict(), opt.state_dict(), sched.state_dict(),
-                      [gen.get_state(), aug_gen.get_state().cpu()], vars(stopper), best, history).save(out_dir)
-        report(row)
+        row.update(val_classes_used=classes_used(p_val), best_epoch=stopper.best_epoch,
+                   best_val_score=stopper.best, precision=run.precision)
+        return best
 
+    params = [p for p in run.net.parameters() if p.requires_grad]
+    fitted = fit(run.net, params, (cfg.lr, cfg.weight_decay, cfg.epochs), gens, step, validate, report, out_dir,
+                 stopper)
+    epoch, best, history = fitted.epoch, fitted.best, fitted.history
     final = finish(run, best, out_dir)
     final.update(epoch=epoch, best_epoch=stopper.best_epoch, best_val_score=stopper.best, epochs_run=len(history),
                  collapsed=None if cfg.spec.frozen else int(stopper.best_epoch <= cfg.collapse_epoch))

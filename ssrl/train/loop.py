@@ -168,3 +168,55 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)  # path itself is untouched: the previous state stays loadable
         raise
+
+
+@dataclass
+class Fitted:
+    """What fit() ends with: the last epoch that ran, the best snapshot (fine-tuning) and every epoch's row."""
+
+    epoch: int
+    best: dict | None
+    history: list
+
+
+EpochStep = Callable[[torch.optim.Optimizer, "tuple[torch.Generator, torch.Generator]", int], dict[str, Any]]
+AfterEpoch = Callable[[int, dict[str, Any], "dict | None"], "dict | None"]
+
+
+def fit(module: nn.Module, params: list[nn.Parameter], budget: tuple[float, float, int], gens: tuple[torch.Generator,
+        torch.Generator], step: EpochStep, after: AfterEpoch, report: Report, out_dir: Path | None,
+        stopper: EarlyStopping | None = None) -> Fitted:
+    """The epoch loop of every run: AdamW with a cosine schedule over `budget` = (lr, weight_decay, epochs).
+
+    Per epoch: `step(opt, gens, epoch)` trains and returns the row's fields (train_loss, ...); the row gets
+    the epoch's learning rate; the schedule steps; `after(epoch, row, best)` validates or probes, adds to the
+    row and returns the best snapshot so far; the state is saved to out_dir (resumable after a crash) and the
+    row reported. With a stopper the loop ends early after its patience; after the loop, `epoch` is the last
+    epoch that ran. gens = (data order, augmentation) generators, restored on resume as the module is.
+    """
+    lr, weight_decay, epochs = budget
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    epoch, best, history = 0, None, []
+    state = LoopState.load(out_dir)
+    if state is not None:  # resume after a crash or a node loss
+        module.load_state_dict(state.model)
+        opt.load_state_dict(state.optimizer)
+        sched.load_state_dict(state.scheduler)
+        gens[0].set_state(state.generator[0])
+        gens[1].set_state(state.generator[1].to(gens[1].get_state().device))
+        if stopper is not None:
+            vars(stopper).update(state.stopper)
+        epoch, best, history = state.epoch, state.best, state.history
+    while epoch < epochs and not (stopper is not None and stopper.should_stop):
+        epoch += 1
+        row = {"epoch": epoch, **step(opt, gens, epoch), "lr": opt.param_groups[0]["lr"]}
+        sched.step()
+        best = after(epoch, row, best)
+        history.append(row)
+        if out_dir is not None:
+            LoopState(epoch, module.state_dict(), opt.state_dict(), sched.state_dict(),
+                      [gens[0].get_state(), gens[1].get_state().cpu()], vars(stopper) if stopper else {}, best,
+                      history).save(out_dir)
+        report(row)
+    return Fitted(epoch, best, history)

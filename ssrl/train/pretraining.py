@@ -19,12 +19,12 @@ from ssrl.models import build_encoder
 from ssrl.ssl import METHODS, build_method
 from ssrl.train.checkpoint import encoder_kwargs, save_encoder
 from ssrl.train.loop import (
-    LoopState,
     Report,
     Signals,
     batch_indices,
     check_finite,
     eval_batch_size,
+    fit,
     resolve_device,
     seed_everything,
 )
@@ -138,38 +138,25 @@ def pretrain(cfg: PretrainConfig, report: Report, out_dir: Path) -> dict:
         raise ValueError(f"method {cfg.method!r} is unknown; use one of {', '.join(METHODS)}")
     method = build_method(cfg.method, build_encoder(cfg.encoder, in_leads=12, **kwargs), cfg).to(device)
     augment = build_augment(cfg.augment, cfg.sampling_rate)
-    opt = torch.optim.AdamW([p for p in method.parameters() if p.requires_grad], lr=cfg.lr,
-                            weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
-    aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    gens = (gen, torch.Generator(device=device).manual_seed(cfg.seed + 1))
     probe = make_probe(data, cfg, device)
-    history, start = [], 1
     meta = {"probe_at_init": probe.score(method.encoder) if probe else None}
-
-    state = LoopState.load(out_dir)
-    if state is not None:
-        method.load_state_dict(state.model)
-        opt.load_state_dict(state.optimizer)
-        sched.load_state_dict(state.scheduler)
-        gen.set_state(state.generator[0])
-        aug_gen.set_state(state.generator[1].to(aug_gen.get_state().device))
-        history, start = state.history, state.epoch + 1
-
     steps = steps_per_epoch(len(sig), cfg.batch_size)
-    for epoch in range(start, cfg.epochs + 1):
-        loss = pretrain_epoch(method, sig, opt, augment, (gen, aug_gen), cfg, epoch, precision, steps)
-        row = {"epoch": epoch, "train_loss": loss, "lr": opt.param_groups[0]["lr"], "precision": precision, **meta}
-        sched.step()
+
+    def step(opt: torch.optim.Optimizer, gens: tuple[torch.Generator, torch.Generator], epoch: int) -> dict:
+        return {"train_loss": pretrain_epoch(method, sig, opt, augment, gens, cfg, epoch, precision, steps)}
+
+    def after(epoch: int, row: dict, best: None) -> None:
+        row.update(precision=precision, **meta)
         if probe is not None and (epoch % cfg.probe_every == 0 or epoch == cfg.epochs):
             row["probe_score"] = probe.score(method.encoder)  # logged, never used to pick an epoch
         # the handed-on encoder (BEST) is the last epoch's, so it is written once, when training ends
         for name in (LAST, BEST) if epoch == cfg.epochs else (LAST,):
             save_encoder(out_dir / name, method.encoder, cfg.encoder, kwargs, to_dict(cfg), epoch=epoch,
                          selection=cfg.selection)
-        history.append(row)
-        LoopState(epoch, method.state_dict(), opt.state_dict(), sched.state_dict(),
-                  [gen.get_state(), aug_gen.get_state().cpu()], {}, None, history).save(out_dir)
-        report(row)
+
+    params = [p for p in method.parameters() if p.requires_grad]
+    history = fit(method, params, (cfg.lr, cfg.weight_decay, cfg.epochs), gens, step, after, report, out_dir).history
     final = dict(history[-1]) if history else {}
     final.update(done=True, checkpoint=str(out_dir / BEST), n_pool=len(pool), selection=cfg.selection)
     return final
