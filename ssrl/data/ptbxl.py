@@ -22,7 +22,8 @@ RATE_COLUMNS = {100: "filename_lr", 500: "filename_hr"}
 STATEMENT_COLUMNS = ("diagnostic", "diagnostic_class", "rhythm")
 SUPERCLASSES = ("NORM", "MI", "STTC", "CD", "HYP")
 RHYTHM5 = ("SR", "AFIB", "STACH", "SARRH", "SBRAD")
-TASKS = ("superdiagnostic", "rhythm5")
+TASK_CLASSES = {"superdiagnostic": SUPERCLASSES, "rhythm5": RHYTHM5}  # each task's classes, in label order
+TASKS = tuple(TASK_CLASSES)
 SPLITS = {"train": tuple(range(1, 9)), "val": (9,), "test": (10,)}
 TRAIN_FOLDS = SPLITS["train"]
 

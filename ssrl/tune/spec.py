@@ -11,13 +11,14 @@ from typing import Any
 import yaml
 
 from ssrl.config import TRACKS, ConfigError, FinetuneConfig, PretrainConfig, from_dict
+from ssrl.data.ptbxl import TASK_CLASSES
 from ssrl.errors import SweepError  # defined there so that error types import without Ray
 from ssrl.report.tables import track_label
 
 SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
 SWEEPS = ("pretrain", "scarcity", "fewshot")
 SCALES = ("smoke", "demo", "cpu", "paper")
-N_CLASSES = {"superdiagnostic": 5, "rhythm5": 5}
+N_CLASSES = {task: len(classes) for task, classes in TASK_CLASSES.items()}
 
 
 @dataclass(frozen=True)
