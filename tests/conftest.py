@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import tempfile
@@ -10,6 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from helpers import launch_module
 
 # Set before Ray/MLflow are imported anywhere: no telemetry, no auth tokens, no network.
 for _key, _value in {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
@@ -60,10 +60,7 @@ def ray_session(request, tmp_path_factory):
 @pytest.fixture(scope="module")
 def launch():
     """launch.py imported from the checkout (a script, not part of the package)."""
-    spec = importlib.util.spec_from_file_location("ssrl_launch", Path(__file__).resolve().parents[1] / "launch.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return launch_module()
 
 
 @pytest.fixture(scope="session")

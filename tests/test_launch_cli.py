@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -248,12 +249,19 @@ def test_unwritable_out_dir(launch, capsys, synth_root, tmp_path, smoke):
 
 
 def test_unreachable_tracking_server(launch, capsys, out, synth_root, cache_dir, smoke):
+    """A store nobody listens on: connect() gives up in seconds, launch says so in one line without the password."""
+    from ssrl.tune.tracking import TrackingError, connect
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    line = refused(launch, capsys, out, smoke("fewshot", out, synth_root, "--tracking-uri",
-                                                f"http://ann:pw-9931@127.0.0.1:{port}"), "cannot be reached")
-    assert "pw-9931" not in line and "***@127.0.0.1" in line
+    uri = f"http://ann:pw-9931@127.0.0.1:{port}"
+    t0 = time.monotonic()
+    with pytest.raises(TrackingError, match="cannot be reached"):
+        connect(uri)
+    assert time.monotonic() - t0 < 5, "an unreachable store must fail fast, not after MLflow's long retries"
+    line = refused(launch, capsys, out, smoke("fewshot", out, synth_root, "--tracking-uri", uri), "cannot be reached")
+    assert line.startswith(f"error: tracking store http://***@127.0.0.1:{port}") and "pw-9931" not in line
 
 
 def test_resume_with_nothing_to_resume(launch, capsys, out, synth_root, smoke):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
 import json
 import os
 import signal
@@ -14,18 +13,13 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import launch_module, stage_runs
 from mlflow.tracking import MlflowClient
 
 from ssrl.tune import runner
 
 REPO = Path(__file__).resolve().parents[2]
 SECRETS = {"AWS_SECRET_ACCESS_KEY": "aws-SECRET-4711", "MLFLOW_TRACKING_PASSWORD": "mlflow-SECRET-4711"}
-
-
-def _runs(client: MlflowClient, results: dict, stage: str) -> list:
-    exp = client.get_experiment_by_name(f"ssrl-{results['sweep']}")
-    return client.search_runs([exp.experiment_id], max_results=1000,
-                              filter_string=f"tags.ssrl_run = '{results['run_id']}' and tags.stage = '{stage}'")
 
 
 # --- a trial that raises (its loss turns NaN), and a pretraining that does ----------------------------
@@ -92,14 +86,14 @@ def test_failed_trials_are_retried_then_recorded_and_the_sweep_goes_on(edited_sw
     assert error.read_text().count("Failure # ") == 2, error.read_text()[-3000:]
 
     client = MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow.db")
-    evals = _runs(client, res, "eval")
+    evals = stage_runs(client, res, "eval")
     assert len(evals) == 2 and len({r.data.tags["trial_key"] for r in evals}) == 2
     for r in evals:
         if r.data.tags["track"] == "supervised":
             assert r.info.status == "FINISHED"
         else:
             assert r.info.status == "FAILED" and "loss became" in r.data.tags["error"]
-    (parent,) = _runs(client, res, "parent")
+    (parent,) = stage_runs(client, res, "parent")
     assert parent.info.status == "FINISHED"
     # no secret from the environment lands in the store, the artifacts or the output
     stored = b"".join(p.read_bytes() for p in out.rglob("*") if p.is_file())
@@ -108,14 +102,6 @@ def test_failed_trials_are_retried_then_recorded_and_the_sweep_goes_on(edited_sw
 
 
 # --- the driver killed with SIGKILL mid-sweep, then the same command with --resume --------------------
-
-
-def _launch_module():
-    """launch.py imported from the checkout (it is a script, not part of the package)."""
-    spec = importlib.util.spec_from_file_location("ssrl_launch", REPO / "launch.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _finished(experiment: Path) -> dict[str, bytes]:
@@ -178,7 +164,7 @@ def test_driver_killed_with_sigkill_resumes_only_what_was_unfinished(edited_swee
     assert 1 <= len(done_before) < 4, "the kill must land while trials are unfinished"
     assert not (out / "scarcity" / "results.json").exists()
 
-    argv = _launch_module().parse_args([*args, "--resume"])  # the same command line, plus --resume
+    argv = launch_module().parse_args([*args, "--resume"])  # the same command line, plus --resume
     res = runner.run_sweep(runner.LaunchOptions(**vars(argv)))
 
     assert res["run_id"] == run_id and (res["n_runs"], res["n_failed"]) == (4, 0)
