@@ -237,37 +237,55 @@ def test_an_interrupted_stage_stops_the_sweep_instead_of_recording_failures(monk
 # --- an interrupted write leaves the old file or the new one, never a torn one ---------------------------
 
 WRITER = """
-import sys, torch
+import json, os, resource, signal, sys
 from pathlib import Path
+import torch
 from ssrl.report import write_json_atomic
 from ssrl.train.loop import atomic_torch_save
-out = Path(sys.argv[1])
-results, state = {"per_seed": list(range(300_000))}, {"w": torch.randn(3_000_000)}
-for i in range(1, 10**9):
-    results["i"] = state["i"] = i
-    write_json_atomic(out / "results.json", results)
-    atomic_torch_save(state, out / "state.pt")
-    if i == 1:
-        print("ready", flush=True)
+out, which, limit = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+write = {"json": lambda: write_json_atomic(out / "results.json", {"per_seed": list(range(300_000))}),
+         "torch": lambda: atomic_torch_save({"w": torch.zeros(1_000_000)}, out / "state.pt")}[which]
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))  # no file of this process may grow past limit bytes
+try:  # Python ignores SIGXFSZ, so the write that crosses the limit raises EFBIG halfway through the new version
+    write()
+except Exception:  # OSError from json's write; torch wraps it in a RuntimeError
+    print(json.dumps(sorted(os.listdir(out))), flush=True)
+signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # now the same write kills the process where it stands, like SIGKILL
+write()
 """
+OLD = {"json": ("results.json", {"per_seed": [1, 2, 3]}), "torch": ("state.pt", {"w": [1.0, 2.0, 3.0]})}
 
 
-def test_sigkill_mid_write_leaves_complete_results_and_checkpoint(tmp_path):
-    """A process rewriting results.json (2 MB) and state.pt (12 MB) in a loop is killed mid-loop."""
+@pytest.mark.parametrize("which", ["json", "torch"])
+def test_a_write_cut_off_midway_leaves_the_previous_file(tmp_path, which):
+    """The new version (2-4 MB) is cut off at exactly 1 MB: once by an error, once by the process dying there.
+    Both times the previous version stays whole and loadable; the error leaves no temp file behind."""
     import torch
 
-    proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
-        time.sleep(0.6)  # several writes of each file in, most likely in the middle of one
-    finally:
-        proc.kill()
-        proc.wait()
-    results = json.loads((tmp_path / "results.json").read_text())
-    state = torch.load(tmp_path / "state.pt", weights_only=True)
-    assert len(results["per_seed"]) == 300_000 and state["w"].shape == (3_000_000,)
-    assert abs(results["i"] - int(state["i"])) <= 1  # both files are whole versions of one of the last steps
+    from ssrl.report import write_json_atomic
+    from ssrl.train.loop import atomic_torch_save
+
+    name, old = OLD[which]
+    target, limit = tmp_path / name, 1 << 20
+    if which == "json":
+        write_json_atomic(target, old)
+    else:
+        atomic_torch_save({"w": torch.tensor(old["w"])}, target)
+    before = target.read_bytes()
+    proc = subprocess.run([sys.executable, "-c", WRITER, str(tmp_path), which, str(limit)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGXFSZ, proc.stderr[-3000:]  # died in the write, not after it
+    (line,) = proc.stdout.splitlines()  # printed only when the first write raised
+    assert json.loads(line) == [name]  # the failed write cleaned up after itself
+    assert target.read_bytes() == before
+    if which == "json":
+        assert json.loads(target.read_text()) == old
+    else:
+        assert torch.load(target, weights_only=True)["w"].tolist() == old["w"]
+    # the killed write could not clean up: its first `limit` bytes sit in a hidden temp file, not in the target
+    (left,) = [p for p in tmp_path.iterdir() if p != target]
+    assert left.name.startswith(f".{name}.") and left.name.endswith(".tmp") and left.stat().st_size == limit
 
 
 def test_a_failed_save_keeps_the_old_file_and_leaves_no_temp(tmp_path):
