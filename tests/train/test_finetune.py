@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ssrl.config import ConfigError, FinetuneConfig
+from ssrl.config import ConfigError
 from ssrl.train import CheckpointError, TrainingDiverged, finetune, load_encoder, read_checkpoint
 from ssrl.train.finetuning import Classifier, build_classifier
 
@@ -71,30 +71,36 @@ def test_early_stopping_patience(ft_cfg):
     assert final["epoch"] == final["epochs_run"] == seen[-2]["epoch"], "epoch is the last epoch that ran"
 
 
+def _spy_models(monkeypatch) -> list[Classifier]:
+    """Every Classifier that finetune() builds, in order (the objects it then trains)."""
+    import ssrl.train.finetuning as ft
+
+    built = []
+    orig = ft.build_classifier
+
+    def spy(cfg, n_out):
+        built.append(orig(cfg, n_out))
+        return built[-1]
+
+    monkeypatch.setattr(ft, "build_classifier", spy)
+    return built
+
+
 @pytest.mark.parametrize("augment", ["none", "strong"])
-def test_frozen_encoder_never_moves(ft_cfg, pretrained_ckpt, augment):
+def test_frozen_encoder_never_moves(ft_cfg, pretrained_ckpt, augment, monkeypatch):
     cfg = ft_cfg(track="ssl_frozen", pretrained=str(pretrained_ckpt), augment=augment, epochs=2)
     model = build_classifier(cfg, 5)
     before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
     model.train()
-    assert not model.encoder.training, "BatchNorm of a frozen encoder must stay in eval mode"
+    assert model.head.training and not model.encoder.training, "BatchNorm of a frozen encoder must stay in eval"
     assert all(not p.requires_grad for p in model.encoder.parameters())
+    trained = build_classifier(ft_cfg(track="supervised"), 5).train()  # the contrast: a trained encoder
+    assert trained.encoder.training and all(p.requires_grad for p in trained.encoder.parameters())
     # the loop itself: run it and compare the encoder it used with the checkpoint
-    import ssrl.train.finetuning as ft
-
-    used = {}
-    orig = ft.build_classifier
-
-    def spy(c, n):
-        used["model"] = orig(c, n)
-        return used["model"]
-
-    ft.build_classifier = spy
-    try:
-        finetune(cfg, lambda m: None)
-    finally:
-        ft.build_classifier = orig
-    after = used["model"].encoder.state_dict()
+    built = _spy_models(monkeypatch)
+    finetune(cfg, lambda m: None)
+    (used,) = built
+    after = used.encoder.state_dict()
     for k, v in before.items():
         assert torch.equal(v, after[k]), f"{k} moved (BatchNorm buffers included)"
 
@@ -113,10 +119,17 @@ def test_finetune_moves_encoder_and_leaves_checkpoint_alone(ft_cfg, pretrained_c
         assert torch.equal(v, fresh.encoder.state_dict()[k])
 
 
-def test_ssl_track_differs_from_frozen_track(ft_cfg, pretrained_ckpt):
-    tuned = finetune(ft_cfg(track="ssl_finetune", pretrained=str(pretrained_ckpt), epochs=2), lambda m: None)
-    frozen = finetune(ft_cfg(track="ssl_frozen", pretrained=str(pretrained_ckpt), epochs=2), lambda m: None)
-    assert tuned["test_macro_auroc"] != frozen["test_macro_auroc"]
+def test_ssl_track_differs_from_frozen_track(ft_cfg, pretrained_ckpt, monkeypatch):
+    """Both start from the checkpoint's encoder; ssl_finetune moves every encoder weight, ssl_frozen none."""
+    built = _spy_models(monkeypatch)
+    finetune(ft_cfg(track="ssl_finetune", pretrained=str(pretrained_ckpt), epochs=2), lambda m: None)
+    finetune(ft_cfg(track="ssl_frozen", pretrained=str(pretrained_ckpt), epochs=2), lambda m: None)
+    tuned, frozen = built
+    ref = load_encoder(pretrained_ckpt)
+    for name, p in ref.named_parameters():
+        assert not torch.equal(dict(tuned.encoder.named_parameters())[name], p), f"ssl_finetune left {name} as loaded"
+        assert torch.equal(dict(frozen.encoder.named_parameters())[name], p), f"ssl_frozen moved {name}"
+    assert not any(p.requires_grad for p in frozen.encoder.parameters())
 
 
 def test_resume_continues_where_it_stopped(ft_cfg, tmp_path):
@@ -144,12 +157,37 @@ def test_nan_loss_raises(ft_cfg):
         finetune(ft_cfg(lr=1e30, epochs=3), lambda m: None)
 
 
-def test_fewshot_single_label(ft_cfg):
+def _f1(y: np.ndarray, pred: np.ndarray, c: int) -> float:
+    """F1 of class c counted by hand: 2 TP / (2 TP + FP + FN), 0 when the class is nowhere."""
+    tp, fp, fn = np.sum((pred == c) & (y == c)), np.sum((pred == c) & (y != c)), np.sum((pred != c) & (y == c))
+    return 0.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
+
+
+def test_fewshot_single_label(ft_cfg, tmp_path, monkeypatch):
+    """rhythm5 with 4 records per class: the reported metrics are those of predictions.npz, counted by hand."""
+    import ssrl.train.finetuning as ft
+
+    runs, prepare = [], ft.prepare
+    monkeypatch.setattr(ft, "prepare", lambda cfg: runs.append(prepare(cfg)) or runs[-1])
     final = finetune(ft_cfg(task="rhythm5", track="scratch_aug", n_per_class=4, epochs=2, batch_size=16),
-                     lambda m: None)
-    assert final["n_labelled"] == 20
-    for k in ("test_macro_f1", "test_accuracy", "test_balanced_accuracy", "test_trivial_macro_f1", "test_f1_SR"):
-        assert 0.0 <= final[k] <= 1.0
+                     lambda m: None, tmp_path)
+    (run,) = runs
+    train, test = run.labels.split("train"), run.labels.split("test")
+    assert run.labels.classes[0] == "SR" and len(run.labels.classes) == 5
+    assert final["n_labelled"] == 20 and np.bincount(train.y[run.pick], minlength=5).tolist() == [4] * 5
+    saved = np.load(tmp_path / "predictions.npz")
+    y, pred = saved["y"], saved["prob"].argmax(1)
+    assert np.array_equal(y, test.y) and saved["prob"].shape == (len(y), 5)
+    assert np.allclose(saved["prob"].sum(1), 1.0, atol=1e-5)  # softmax over the 5 classes, one label each
+    f1 = [_f1(y, pred, c) for c in range(5)]
+    assert final["test_macro_f1"] == pytest.approx(np.mean(f1), abs=1e-12)
+    assert final["test_f1_SR"] == pytest.approx(f1[0], abs=1e-12)
+    assert final["test_accuracy"] == pytest.approx(np.mean(pred == y), abs=1e-12)
+    recall = [np.mean(pred[y == c] == c) for c in np.unique(y)]
+    assert final["test_balanced_accuracy"] == pytest.approx(np.mean(recall), abs=1e-12)
+    # the trivial baseline always answers the train pool's majority class m: precision q, recall 1, F1 2q/(1+q)
+    q = np.mean(y == np.bincount(train.y, minlength=5).argmax())
+    assert final["test_trivial_macro_f1"] == pytest.approx(2 * q / (1 + q) / 5, abs=1e-12)
 
 
 def test_checkpoint_of_another_encoder_is_refused(ft_cfg, pretrained_ckpt):
@@ -173,16 +211,6 @@ def test_pickle_that_runs_code_is_refused(tmp_path):
 def test_ssl_track_without_checkpoint_is_a_config_error(ft_cfg):
     with pytest.raises(ConfigError, match="pretrained"):
         ft_cfg(track="ssl_finetune")
-
-
-def test_classifier_train_mode_keeps_frozen_encoder_in_eval():
-    from ssrl.models import build_encoder, build_head
-
-    enc = build_encoder("cnn6", width=8)
-    model = Classifier(enc, build_head("linear", enc.out_dim, 5), frozen=True)
-    model.train()
-    assert model.head.training and not model.encoder.training
-    assert FinetuneConfig(track="supervised").spec.frozen is False
 
 
 def test_frozen_head_sees_standardised_embeddings(ft_cfg, monkeypatch):
