@@ -85,13 +85,56 @@ def test_fewshot_plot_tells_one_track_at_two_n_apart():
     assert condition_names(cells) == ["scratch\nN=70", "ssl\nN=70", "scratch\nN=300"]
 
 
-@pytest.mark.parametrize("which", ["scarcity", "fewshot"])
-def test_plots_write_png(tmp_path, which):
-    fn, res = (plot_scarcity, _scarcity()) if which == "scarcity" else (plot_fewshot, _fewshot())
-    out = fn(res, tmp_path / f"{which}.png")
-    data = out.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
-    assert os.listdir(tmp_path) == [f"{which}.png"]
+def test_plots_write_png(tmp_path):
+    """_save writes the PNG under its final name only (via a temp name it removes)."""
+    out = plot_fewshot(_fewshot(), tmp_path / "fewshot.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert os.listdir(tmp_path) == ["fewshot.png"]
+
+
+def _drawn(monkeypatch, plot, results: dict):
+    """The figure a plot function draws, captured where it would be saved."""
+    from ssrl.report import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+    plot(results, "unused.png")
+    (fig,) = figures
+    return fig
+
+
+def test_fewshot_plot_draws_each_cell(monkeypatch):
+    """Bars are the cell means, points the seeds, the dashed line the trivial baseline, and the right-hand
+    bars the collapse rates in % (numbers from _fewshot's rows: collapsed means best epoch <= 1)."""
+    from matplotlib.collections import PathCollection
+
+    ax1, ax2 = _drawn(monkeypatch, plot_fewshot, _fewshot()).axes
+    names = ["scratch_noaug\nN=70", "ssl_noaug\nN=70", "balanced_n300\nN=300"]
+    assert [t.get_text() for t in ax1.get_xticklabels()] == [t.get_text() for t in ax2.get_xticklabels()] == names
+    assert [b.get_height() for b in ax1.patches] == pytest.approx([(0.1 + 0.2 + 0.12) / 3, 0.31, 0.4])
+    points = [sorted(c.get_offsets()[:, 1]) for c in ax1.collections if isinstance(c, PathCollection)]
+    assert points == [pytest.approx([0.1, 0.12, 0.2]), pytest.approx([0.3, 0.31, 0.32]), pytest.approx([0.4])]
+    (trivial,) = [ln for ln in ax1.get_lines() if ln.get_linestyle() == "--"]
+    assert list(trivial.get_ydata()) == [0.181, 0.181]
+    assert [t.get_text() for t in ax1.get_legend().get_texts()] == ["trivial: always SR (0.181)"]
+    assert [b.get_height() for b in ax2.patches] == pytest.approx([100 * 2 / 3, 0.0, 0.0])
+    assert [t.get_text() for t in ax2.texts] == ["67 %", "0 %", "0 %"]
+
+
+def test_scarcity_plot_draws_each_track(monkeypatch):
+    """One line per track through its mean at each fraction (log x), three seed points per cell; the failed
+    seed 72 is not drawn."""
+    from matplotlib.collections import PathCollection
+
+    (ax,) = _drawn(monkeypatch, plot_scarcity, _scarcity()).axes
+    assert ax.get_xscale() == "log"
+    seeds = 0.001 * (42 + 52 + 62) / 3  # the rows' seed term, 0.001 * s % 3, averaged
+    for track, bonus in (("supervised", 0.0), ("ssl_finetune", 0.01)):
+        (line,) = [ln for ln in ax.get_lines() if ln.get_label() == track]
+        assert list(line.get_xdata()) == [0.01, 0.1, 1.0]
+        assert list(line.get_ydata()) == pytest.approx([0.8 + 0.1 * f + bonus + seeds for f in (0.01, 0.1, 1.0)])
+    points = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert len(points) == 6 and all(len(c.get_offsets()) == 3 for c in points)
 
 
 def test_fewshot_tables_show_bn_stats_fisher_and_na_collapse():
