@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,21 @@ def test_ray_autoscaler_validation_offline(raw):
     assert prepared["auth"] == {"ssh_user": "ubuntu"}
 
 
+@pytest.mark.parametrize(("edit", "error"), [
+    (lambda r: r.update(head_node_type="nope"), "must be one of `available_node_types`"),
+    (lambda r: r.update(max_worker=3), "'max_worker' was unexpected"),
+    (lambda r: r["available_node_types"]["gpu_worker"].update(max_workers="8"), "is not of type 'integer'"),
+])
+def test_ray_validation_refuses_a_broken_copy(raw, edit, error):
+    """The validation above is live: the same calls refuse a misspelt key, a wrong type, a dangling name."""
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    bad = copy.deepcopy(raw)
+    edit(bad)
+    with pytest.raises(Exception, match=re.escape(error)):
+        validate_config(prepare_config(bad))
+
+
 def test_node_types(raw):
     types = raw["available_node_types"]
     head = types[raw["head_node_type"]]
@@ -63,21 +79,79 @@ def test_no_secrets(raw):
         assert key is None or key.lower() not in SECRET_WORDS
 
 
+def _invocations(commands: list[str]) -> list[list[str]]:
+    """The argv of every program a list of shell commands runs (split at ; && || |, shell-quoted)."""
+    out = []
+    for command in commands:
+        lexer = shlex.shlex(command, posix=True, punctuation_chars=";&|")
+        lexer.whitespace_split = True
+        argv: list[str] = []
+        for token in [*lexer, ";"]:
+            if token in (";", "&&", "||", "|", "&"):
+                out += [argv] if argv else []
+                argv = []
+            else:
+                argv.append(token)
+    return out
+
+
+def _options(argv: list[str]) -> dict[str, str | None]:
+    """--key=value and --key value pairs (a flag followed by another option or nothing maps to None)."""
+    opts = {}
+    for i, arg in enumerate(argv):
+        if arg.startswith("--"):
+            key, eq, value = arg.partition("=")
+            nxt = argv[i + 1] if i + 1 < len(argv) else None
+            opts[key] = value if eq else (nxt if nxt is not None and not nxt.startswith("-") else None)
+    return opts
+
+
+def _invoked(raw: dict, key: str, *program: str) -> list[dict[str, str | None]]:
+    """Options of every invocation under raw[key] whose argv holds `program` (e.g. 'ray', 'start') in a row."""
+    n = len(program)
+    return [_options(argv) for argv in _invocations(raw.get(key) or [])
+            if any(tuple(argv[i:i + n]) == program for i in range(len(argv)))]
+
+
 def test_services_bind_to_localhost_only(raw):
-    commands = [c for k in ("head_start_ray_commands", "worker_start_ray_commands", "setup_commands",
-                            "head_setup_commands") for c in raw.get(k) or []]
-    ray_start = [c for c in raw["head_start_ray_commands"] if "ray start --head" in c]
-    assert len(ray_start) == 1 and "--dashboard-host=127.0.0.1" in ray_start[0]
-    mlflow = [c for c in raw["head_start_ray_commands"] if "mlflow" in c and " server " in c]
-    assert len(mlflow) == 1 and "--host 127.0.0.1" in mlflow[0]
-    assert not any("0.0.0.0" in c for c in commands)
+    """Ray's dashboard and MLflow listen on 127.0.0.1 on the head; workers join the head's GCS port."""
+    (head,) = _invoked(raw, "head_start_ray_commands", "ray", "start")
+    assert "--head" in head and head["--dashboard-host"] == "127.0.0.1"
+    (worker,) = _invoked(raw, "worker_start_ray_commands", "ray", "start")
+    assert "--head" not in worker and worker["--address"] == f"$RAY_HEAD_IP:{head['--port']}"
+    assert worker["--object-manager-port"] == head["--object-manager-port"]
+    (mlflow,) = [_options(a) for a in _invocations(raw["head_start_ray_commands"])
+                 if any(x.endswith("/mlflow") and y == "server" for x, y in zip(a, a[1:]))]
+    assert mlflow["--host"] == "127.0.0.1" and mlflow["--port"] == "5000"  # `ray attach -p 5000` forwards it
+    argvs = [a for k, v in raw.items() if k.endswith("_commands") for a in _invocations(v)]
+    assert argvs and not any("0.0.0.0" in arg for a in argvs for arg in a)
+
+
+def _home(path: str) -> str:
+    """One spelling of a path under the home folder ($HOME/x and ~/x alike), no trailing slash."""
+    return path.replace("$HOME", "~").rstrip("/")
 
 
 def test_project_and_data_setup(raw):
-    assert "." in raw["file_mounts"].values()
-    setup = " ".join(raw["setup_commands"])
-    assert "pip install" in setup and "-e" in setup
-    assert "~/data/PTB-XL" in setup and "ptb-xl" in setup and "1.0.3" in setup
+    """This checkout is mounted where pip installs it from; PTB-XL 1.0.3 lands where SSRL_DATA_ROOT points."""
+    from packaging.requirements import Requirement
+
+    (mount,) = [remote for remote, local in raw["file_mounts"].items() if local == "."]
+    argvs = _invocations(raw["setup_commands"])
+    editable = [a[a.index("-e") + 1] for a in argvs if a[:1] == ["~/venv/bin/pip"] and "-e" in a]
+    assert [_home(e) for e in editable] == [_home(mount)]
+    # the Ray pinned on the nodes is one the project supports
+    (pin,) = [Requirement(arg) for a in argvs if "install" in a for arg in a if arg.startswith("ray[")]
+    pyproject = (CLUSTER_YAML.parent / "pyproject.toml").read_text()  # no tomllib on Python 3.10
+    (project,) = [Requirement(r) for r in re.findall(r'^\s*"(ray\[[^"]*)"', pyproject, re.M)]
+    (version,) = [spec.version for spec in pin.specifier if spec.operator == "=="]
+    assert project.specifier.contains(version), (str(pin), str(project))
+    # the data: fetched once into the folder the shell's SSRL_DATA_ROOT names
+    (csv,) = [a[2] for a in argvs if a[:2] == ["test", "-f"] and a[2].endswith("/ptbxl_database.csv")]
+    data_root = re.search(r"SSRL_DATA_ROOT=([^\s'\"]+)", " ".join(raw["setup_commands"])).group(1)
+    assert _home(csv) == _home(data_root) + "/ptbxl_database.csv"
+    (url,) = [arg for a in argvs if a[:1] == ["wget"] for arg in a if arg.startswith("https://")]
+    assert url.startswith("https://physionet.org/") and url.endswith("-1.0.3.zip")
 
 
 def test_no_hyperparameters():
