@@ -116,7 +116,7 @@ def _artefact_lines(cells: list[dict], metric: str) -> list[str]:
         d = cell.get("vs_precise")
         if d is None or d.get("mean_diff") is None:
             continue
-        lines.append(f"- {cell.get('track')} at N={cell.get('n_labelled')}: running − precise {metric} "
+        lines.append(f"- {cell_label(cell)} at N={cell.get('n_labelled')}: running − precise {metric} "
                      f"{d['mean_diff']:+.4f} {fmt_ci(d['ci95'])} {fmt_p(d['p_value'])} (n={d['n_pairs']}); "
                      f"collapse Fisher {fmt_p(cell.get('collapse_vs_precise_p'))}")
     return ["", "BatchNorm statistics, the reference's running averages against precise ones (paired by seed):",
