@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
+from helpers import launch_smoke_scarcity
 
 from ssrl.tune.spec import SweepError, load_sweep
 
@@ -208,15 +206,7 @@ def test_smoke_sweep_runs_a_plugin_encoder_and_method_end_to_end(plugin, edited_
                   "track_train": {"ssl_frozen": {"lr": 0.01}}, "scales.smoke.tracks": ["supervised", "ssl_frozen"], "scales.smoke.fractions": [1.0],
                   "scales.smoke.seeds": [42], "scales.smoke.train.epochs": 1})
     out = tmp_path / "runs"
-    ray_tmp = Path(tempfile.mkdtemp(prefix="ssrl-ray-"))  # Ray's socket paths must stay short
-    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "SSRL_CACHE_DIR": str(cache_dir)}
-    env.pop("RAY_ADDRESS", None)
-    try:
-        proc = subprocess.run([sys.executable, "launch.py", "--sweep", "scarcity", "--scale", "smoke", "--data-root",
-                               str(synth_root), "--out", str(out), "--sweeps-dir", str(sweeps)], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
-    finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    proc = launch_smoke_scarcity(sweeps, synth_root, cache_dir, out)
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text[-3000:]
     res = json.loads((out / "scarcity" / "results.json").read_text())

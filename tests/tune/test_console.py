@@ -8,14 +8,13 @@ import json
 import os
 import pickle
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from helpers import launch_smoke_scarcity
 
 from ssrl.tune import console, describe
 
@@ -272,15 +271,7 @@ def test_smoke_sweep_console_without_a_terminal(edited_sweeps, synth_root, cache
     sweeps = edited_sweeps(scarcity={"scales.smoke.track_train": {"random_frozen": {"lr": 1.0e30}},
                                      "scales.smoke.resources.max_failures": 0})
     out = tmp_path / "runs"
-    ray_tmp = Path(tempfile.mkdtemp(prefix="ssrl-ray-"))  # Ray's socket paths must stay short
-    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp), "SSRL_CACHE_DIR": str(cache_dir)}
-    env.pop("RAY_ADDRESS", None)
-    try:
-        proc = subprocess.run([sys.executable, "launch.py", "--sweep", "scarcity", "--scale", "smoke", "--data-root",
-                               str(synth_root), "--out", str(out), "--sweeps-dir", str(sweeps)], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
-    finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    proc = launch_smoke_scarcity(sweeps, synth_root, cache_dir, out)
     text = proc.stdout + proc.stderr
     lines = text.splitlines()
     assert proc.returncode == 1, text[-3000:]
