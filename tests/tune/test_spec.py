@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from ssrl.tune.spec import SweepError, load_sweep
@@ -116,3 +118,21 @@ def test_a_cell_says_which_pretraining_an_ssl_track_starts_from():
         Cell("ssl_finetune", 0.1)
     with pytest.raises(ConfigError, match="only SSL tracks take a method"):
         Cell("supervised", 0.1, method="simclr")
+
+
+@pytest.mark.parametrize("lr", ["5e-4", "5e-3"])
+def test_fixed_lr_control_matches_the_fewshot_cpu_scale_but_for_the_search(lr):
+    """bench/fewshot_fixed_lr is a control of sweeps/fewshot.yaml at cpu scale: if the sweep file's seeds,
+    budget, methods or pretraining change, the control must follow, or its comparison means nothing."""
+    from ssrl.tune.spec import SWEEPS_DIR
+
+    control = load_sweep("fewshot", "cpu", SWEEPS_DIR.parent / "bench" / "fewshot_fixed_lr" / f"lr{lr}")
+    main = load_sweep("fewshot", "cpu")
+    assert not control.search.enabled and float(control.train["lr"]) == float(lr)
+    assert (control.seeds, control.task, control.metric, control.pretrain_methods) == (
+        main.seeds, main.task, main.metric, main.pretrain_methods)
+    for key in ("encoder", "epochs", "patience", "batch_size", "weight_decay"):
+        assert control.train[key] == main.train[key], key
+    assert set(control.cells) <= set(main.cells)  # the control's conditions are the sweep's own cells
+    assert load_sweep("pretrain", "cpu", control.path.parent) == dataclasses.replace(
+        load_sweep("pretrain", "cpu"), path=control.path.parent / "pretrain.yaml")
