@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ssrl.report.io import write_bytes_atomic
-from ssrl.report.stats import build_cells
+from ssrl.report.stats import sweep_cells
 
 FILE_NAME = "predictions.npz"
 META = ("track", "method", "fraction", "n_labelled", "bn_stats", "seed")
@@ -121,10 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, KeyError, ValueError) as e:
         print(f"error: {args.file}: not a predictions file ({e}); give <out>/<sweep>/{FILE_NAME}", file=sys.stderr)
         return 2
-    keys = ("track", "method", "fraction") if any(r["fraction"] is not None for r in rows) else (
-        "track", "method", "n_labelled", "bn_stats")
+    sweep = "scarcity" if any(r["fraction"] is not None for r in rows) else "fewshot"
+    methods = list(dict.fromkeys(r["method"] for r in rows if r["method"]))  # in the sweep's order
     print(results_markdown({"sweep": f"re-scored from {args.file.name}", "metric": metric,
-                            "cells": build_cells(rows, metric, keys)}), end="")
+                            "cells": sweep_cells(sweep, rows, metric, methods)}), end="")
     if args.results is None:
         return 0
     bad = compare(rows, json.loads(args.results.read_text()), metric)

@@ -16,12 +16,10 @@ from ssrl.config import PRECISIONS, TRACKS, FinetuneConfig
 from ssrl.data import open_ptbxl, task_labels
 from ssrl.errors import USER_ERRORS
 from ssrl.report import (
-    add_fewshot_contrasts,
-    add_method_contrasts,
-    add_paired_vs,
     build_cells,
     constant_macro_f1,
     results_markdown,
+    sweep_cells,
     write_json_atomic,
     write_text_atomic,
 )
@@ -306,7 +304,7 @@ def _stages(ctx: stages.Context, spec: SweepSpec, pre_spec: SweepSpec | None, st
         rows = [{"track": r["method"], "seed": r["seed"], **stages.read_metrics(r["uri"]), "checkpoint": r["uri"]}
                 if "uri" in r else {"track": r["method"], "seed": r["seed"], "status": "failed", "error": r["error"]}
                 for r in done]
-        return _results(spec, ctx.dataset, rows, "probe_score", ("track",), state)
+        return _results(spec, ctx.dataset, rows, "probe_score", state)
     pretrained, lost, encoders, pretraining = {}, [], None, None
     if spec.needs_pretraining:
         done = stages.ensure_pretrained(ctx, pre_spec, spec.pretrain_methods)
@@ -325,9 +323,7 @@ def _stages(ctx: stages.Context, spec: SweepSpec, pre_spec: SweepSpec | None, st
     rows = [_row(r, spec) for r in grid]
     predictions.write(grid, rows, spec.metric, out_dir)  # test probabilities: re-scoring needs no re-run
     rows += lost
-    keys = ("track", "method", "fraction") if spec.name == "scarcity" else ("track", "method", "n_labelled",
-                                                                              "bn_stats")
-    return _results(spec, ctx.dataset, rows, spec.metric, keys, state, chosen, pretraining)
+    return _results(spec, ctx.dataset, rows, spec.metric, state, chosen, pretraining)
 
 
 def _without_failed_methods(ctx: stages.Context, spec: SweepSpec, done: list[dict],
@@ -399,15 +395,10 @@ def _row(result: Any, spec: SweepSpec) -> dict[str, Any]:
             "precision": m.get("precision")}
 
 
-def _results(spec: SweepSpec, dataset: DatasetInfo, rows: list[dict], metric: str, keys: tuple[str, ...],
-             state: dict, chosen: dict | None = None, pretraining: dict | None = None) -> dict[str, Any]:
-    cells = build_cells(rows, metric, keys)
-    if spec.name == "scarcity":
-        add_paired_vs(cells, metric, "supervised", ("fraction",))
-        add_method_contrasts(cells, metric, spec.pretrain_methods, ("fraction",))
-    if spec.name == "fewshot":
-        add_fewshot_contrasts(cells, metric)
-        add_method_contrasts(cells, metric, spec.pretrain_methods, ("n_labelled", "bn_stats"))
+def _results(spec: SweepSpec, dataset: DatasetInfo, rows: list[dict], metric: str, state: dict,
+             chosen: dict | None = None, pretraining: dict | None = None) -> dict[str, Any]:
+    cells = (build_cells(rows, metric, ("track",)) if spec.name == "pretrain"
+             else sweep_cells(spec.name, rows, metric, spec.pretrain_methods))
     out: dict[str, Any] = {
         "sweep": spec.name, "scale": spec.scale, "run_id": state["run_id"],
         "dataset": dataset.as_dict(spec.task or "superdiagnostic"), "metric": metric, "cells": cells,
