@@ -136,3 +136,20 @@ def test_fixed_lr_control_matches_the_fewshot_cpu_scale_but_for_the_search(lr):
     assert set(control.cells) <= set(main.cells)  # the control's conditions are the sweep's own cells
     assert load_sweep("pretrain", "cpu", control.path.parent) == dataclasses.replace(
         load_sweep("pretrain", "cpu"), path=control.path.parent / "pretrain.yaml")
+
+
+def test_full_pool_pretraining_differs_from_the_cpu_scale_only_in_pool_and_epochs():
+    """bench/full_pool measures what more pretraining buys: everything but the pool and the epochs (and when the
+    monitor probes) must stay the cpu scale's, and its scarcity and few-shot sweeps are the ones compared with."""
+    from ssrl.tune.spec import SWEEPS_DIR
+
+    folder = SWEEPS_DIR.parent / "bench" / "full_pool"
+    big, cpu = load_sweep("pretrain", "cpu", folder), load_sweep("pretrain", "cpu")
+    assert (big.train["max_pool"], big.train["epochs"]) == (0, 10) and cpu.train["max_pool"] > 0
+    changed = {"max_pool", "epochs", "probe_every"}
+    assert {k: v for k, v in big.train.items() if k not in changed} == {
+        k: v for k, v in cpu.train.items() if k not in changed}
+    assert (big.methods, big.seeds, big.resources) == (cpu.methods, cpu.seeds, cpu.resources)
+    assert load_sweep("scarcity", "cpu", folder).cells == load_sweep("scarcity", "cpu").cells
+    control = SWEEPS_DIR.parent / "bench" / "fewshot_fixed_lr" / "lr5e-3"
+    assert load_sweep("fewshot", "cpu", folder).cells == load_sweep("fewshot", "cpu", control).cells
