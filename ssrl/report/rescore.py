@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ssrl.report.io import write_bytes_atomic
-from ssrl.report.stats import sweep_cells
+from ssrl.report.stats import CELL_KEYS, sweep_cells
 
 FILE_NAME = "predictions.npz"
 META = ("track", "method", "fraction", "n_labelled", "bn_stats", "seed")
@@ -101,11 +101,14 @@ def compare(rows: list[dict], results: dict, metric: str) -> list[str]:
     return bad
 
 
+def _sweep(d: dict) -> str:
+    """The benchmark a row or cell belongs to: scarcity cells have a fraction, few-shot cells an N."""
+    return "scarcity" if d.get("fraction") is not None else "fewshot"
+
+
 def _key(d: dict, seed: Any) -> tuple:
-    """A seed's place: (track, method, fraction, seed) in scarcity; (track, method, N, BN protocol, seed) in fewshot."""
-    if d.get("fraction") is not None:
-        return d.get("track"), d.get("method"), d.get("fraction"), int(seed)
-    return d.get("track"), d.get("method"), d.get("n_labelled"), d.get("bn_stats"), int(seed)
+    """A seed's place: its cell's keys (CELL_KEYS) and the seed."""
+    return (*(d.get(k) for k in CELL_KEYS[_sweep(d)]), int(seed))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, KeyError, ValueError) as e:
         print(f"error: {args.file}: not a predictions file ({e}); give <out>/<sweep>/{FILE_NAME}", file=sys.stderr)
         return 2
-    sweep = "scarcity" if any(r["fraction"] is not None for r in rows) else "fewshot"
+    sweep = "scarcity" if any(_sweep(r) == "scarcity" for r in rows) else "fewshot"
     methods = list(dict.fromkeys(r["method"] for r in rows if r["method"]))  # in the sweep's order
     print(results_markdown({"sweep": f"re-scored from {args.file.name}", "metric": metric,
                             "cells": sweep_cells(sweep, rows, metric, methods)}), end="")

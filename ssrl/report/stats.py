@@ -262,12 +262,11 @@ def sweep_cells(sweep: str, rows: list[dict], metric: str, methods: Sequence[str
     if sweep not in CELL_KEYS:
         raise ValueError(f"sweep {sweep!r} has no cells; use one of {', '.join(CELL_KEYS)}")
     cells = build_cells(rows, metric, CELL_KEYS[sweep])
-    match = ("fraction",) if sweep == "scarcity" else ("n_labelled", "bn_stats")
     if sweep == "scarcity":
-        add_paired_vs(cells, metric, "supervised", match)
+        add_paired_vs(cells, metric, "supervised", ("fraction",))
     else:
         add_fewshot_contrasts(cells, metric)
-    return add_method_contrasts(cells, metric, methods, match)
+    return add_method_contrasts(cells, metric, methods, CELL_KEYS[sweep][2:])  # the cell's place beside track, method
 
 
 def _match(cells: list[dict], **keys: Any) -> dict | None:
