@@ -19,9 +19,10 @@ SCALES = {
     "smoke": "CI's end-to-end check of the whole pipeline: tiny synthetic data, 2 seeds, 3 epochs (about a minute)",
     "demo": "the built-in synthetic PTB-XL on a laptop: the whole sweep with its pretraining (minutes on 2 cores)",
     "cpu": "real PTB-XL on a 2-core CPU: cnn6, a short SimCLR, fewer fractions, 3 seeds (about an hour a sweep)",
+    "cpu-full": "real PTB-XL on 2 cores, whole-pool pretraining (10 epochs), 4 fractions, 30 epochs (about 3 hours)",
     "paper": "the full protocol: every fraction or condition, searches per group, long pretraining (needs GPUs)",
 }
-EPILOG = "scales:\n" + "\n".join(f"  {k:<6} {v}" for k, v in SCALES.items()) + """
+EPILOG = "scales:\n" + "\n".join(f"  {k:<8} {v}" for k, v in SCALES.items()) + """
 
 exit status:
   0    every trial finished
@@ -43,7 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line of a sweep."""
     p = _Parser(description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sweep", required=True, choices=["pretrain", "scarcity", "fewshot"])
-    p.add_argument("--scale", choices=["smoke", "demo", "cpu", "paper"],
+    p.add_argument("--scale", choices=list(SCALES),
                    help="how big a run (listed below); default: paper on real data, demo on synthetic")
     p.add_argument("--data-root", help="PTB-XL folder (default: $SSRL_DATA_ROOT, ./data/PTB-XL, else synthetic)")
     p.add_argument("--sampling-rate", type=int, default=100, choices=[100, 500])

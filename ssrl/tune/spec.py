@@ -17,7 +17,7 @@ from ssrl.report.tables import track_label
 
 SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
 SWEEPS = ("pretrain", "scarcity", "fewshot")
-SCALES = ("smoke", "demo", "cpu", "paper")
+SCALES = ("smoke", "demo", "cpu", "cpu-full", "paper")
 N_CLASSES = {task: len(classes) for task, classes in TASK_CLASSES.items()}
 
 
