@@ -7,6 +7,8 @@ import os
 import sys
 from typing import NoReturn
 
+from ssrl.kinds import KINDS  # the benchmarks (no torch, no Ray: --help stays fast)
+
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 # Short trials that checkpoint every few epochs make Tune snapshot its experiment state often and
@@ -43,7 +45,7 @@ class _Parser(argparse.ArgumentParser):
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The command line of a sweep."""
     p = _Parser(description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sweep", required=True, choices=["pretrain", "scarcity", "fewshot"])
+    p.add_argument("--sweep", required=True, choices=list(KINDS))
     p.add_argument("--scale", choices=list(SCALES),
                    help="how big a run (listed below); default: paper on real data, demo on synthetic")
     p.add_argument("--data-root", help="PTB-XL folder (default: $SSRL_DATA_ROOT, ./data/PTB-XL, else synthetic)")

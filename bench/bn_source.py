@@ -31,16 +31,26 @@ from ssrl.train.batchnorm import recompute_bn_stats
 from ssrl.train.finetuning import predict, prepare
 from ssrl.train.loop import LoopState, Signals
 from ssrl.train.metrics import singlelabel_metrics
-from ssrl.tune.trainables import META_KEYS, fetch_pretrained
+from ssrl.tune.meta import split
+from ssrl.tune.trainables import fetch_pretrained
 
 POOL = 2000  # unlabelled pool records the `pool` statistics average over
 
 
+# Meta keys of trial configs written before meta became TrialMeta (the first editions' runs)
+_LEGACY_META = ("sweep", "stage", "group", "cell_track", "cell_fraction", "n_labelled", "dataset",
+                "dataset_fingerprint", "pretrained_uri", "checkpoint_every", "trial_key", "method_name")
+
+
 def _config(trial: Path) -> FinetuneConfig:
     params = json.loads((trial / "params.json").read_text())
-    values = {k: v for k, v in params.items() if k not in META_KEYS}
-    if params.get("pretrained_uri"):
-        values["pretrained"] = fetch_pretrained(params["pretrained_uri"])
+    if "meta" in params:
+        values, meta = split(params)
+        uri = meta.pretrained_uri
+    else:
+        values, uri = {k: v for k, v in params.items() if k not in _LEGACY_META}, params.get("pretrained_uri")
+    if uri:
+        values["pretrained"] = fetch_pretrained(uri)
     fields = {f.name for f in dataclasses.fields(FinetuneConfig)}
     return from_dict(FinetuneConfig, {k: v for k, v in values.items() if k in fields})
 

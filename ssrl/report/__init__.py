@@ -10,7 +10,6 @@ from ssrl.report.stats import (
     fisher_collapse_p,
     paired_difference,
     summarize,
-    sweep_cells,
 )
 from ssrl.report.tables import results_markdown, results_table_text
 
@@ -28,7 +27,6 @@ __all__ = [
     "results_markdown",
     "results_table_text",
     "summarize",
-    "sweep_cells",
     "write_bytes_atomic",
     "write_json_atomic",
     "write_text_atomic",

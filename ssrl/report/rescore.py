@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from ssrl.kinds import kind_of_row
 from ssrl.report.io import write_bytes_atomic
-from ssrl.report.stats import CELL_KEYS, sweep_cells
 
 FILE_NAME = "predictions.npz"
 META = ("track", "method", "fraction", "n_labelled", "bn_stats", "seed")
@@ -101,14 +101,9 @@ def compare(rows: list[dict], results: dict, metric: str) -> list[str]:
     return bad
 
 
-def _sweep(d: dict) -> str:
-    """The benchmark a row or cell belongs to: scarcity cells have a fraction, few-shot cells an N."""
-    return "scarcity" if d.get("fraction") is not None else "fewshot"
-
-
 def _key(d: dict, seed: Any) -> tuple:
-    """A seed's place: its cell's keys (CELL_KEYS) and the seed."""
-    return (*(d.get(k) for k in CELL_KEYS[_sweep(d)]), int(seed))
+    """A seed's place: its cell's keys (its kind's cell_keys) and the seed."""
+    return (*(d.get(k) for k in kind_of_row(d).cell_keys), int(seed))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,10 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, KeyError, ValueError) as e:
         print(f"error: {args.file}: not a predictions file ({e}); give <out>/<sweep>/{FILE_NAME}", file=sys.stderr)
         return 2
-    sweep = "scarcity" if any(_sweep(r) == "scarcity" for r in rows) else "fewshot"
+    kind = kind_of_row(rows[0]) if rows else None
     methods = list(dict.fromkeys(r["method"] for r in rows if r["method"]))  # in the sweep's order
     print(results_markdown({"sweep": f"re-scored from {args.file.name}", "metric": metric,
-                            "cells": sweep_cells(sweep, rows, metric, methods)}), end="")
+                            "cells": kind.cells(rows, metric, methods) if kind else []}), end="")
     if args.results is None:
         return 0
     bad = compare(rows, json.loads(args.results.read_text()), metric)

@@ -248,27 +248,6 @@ def add_method_contrasts(cells: list[dict], metric: str, methods: Sequence[str],
     return cells
 
 
-# How each benchmark groups its seeds into cells: by fraction (scarcity), or by N and BatchNorm protocol (fewshot)
-CELL_KEYS = {"scarcity": ("track", "method", "fraction"), "fewshot": ("track", "method", "n_labelled", "bn_stats")}
-
-
-def sweep_cells(sweep: str, rows: list[dict], metric: str, methods: Sequence[str]) -> list[dict]:
-    """A benchmark's cells with the paired statistics its results carry, from per-seed rows.
-
-    scarcity: every cell against ``supervised`` at its fraction; fewshot: against ``scratch`` at its N and
-    BatchNorm protocol (add_fewshot_contrasts); both: between ``methods`` at the same cell. The runner and
-    ``python -m ssrl.report rescore`` both build cells here, so a re-scored table carries the same contrasts.
-    """
-    if sweep not in CELL_KEYS:
-        raise ValueError(f"sweep {sweep!r} has no cells; use one of {', '.join(CELL_KEYS)}")
-    cells = build_cells(rows, metric, CELL_KEYS[sweep])
-    if sweep == "scarcity":
-        add_paired_vs(cells, metric, "supervised", ("fraction",))
-    else:
-        add_fewshot_contrasts(cells, metric)
-    return add_method_contrasts(cells, metric, methods, CELL_KEYS[sweep][2:])  # the cell's place beside track, method
-
-
 def _match(cells: list[dict], **keys: Any) -> dict | None:
     """The one cell whose values agree with keys (None when there is none)."""
     found = [c for c in cells if all(c.get(k) == v for k, v in keys.items())]

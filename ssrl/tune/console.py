@@ -20,7 +20,8 @@ from typing import Any, TextIO
 from ray.tune import Callback
 from tqdm import tqdm
 
-from ssrl.tune.tracking import error_text, trial_config
+from ssrl.tune.meta import split
+from ssrl.tune.tracking import error_text
 
 PLAIN_EVERY_S = 30.0  # not a terminal: at most one progress line this often
 _BAR_EVERY_S = 0.5  # a terminal: redraw the bar at most this often
@@ -154,9 +155,8 @@ def duration(seconds: float) -> str:
 
 def trial_label(stage: str, trial: Any) -> str:
     """'eval ssl_finetune@0.25 seed 42' (a pretraining: 'pretrain simclr seed 0')."""
-    cfg = trial_config(trial.config)
-    group = cfg.get("method") if stage == "pretrain" else cfg.get("group")
-    return f"{stage} {group or trial.trial_id} seed {cfg.get('seed', '?')}"
+    training, meta = split(trial.config)
+    return f"{stage} {meta.group or trial.trial_id} seed {training.get('seed', '?')}"
 
 
 def error_path(trial: Any) -> str:
@@ -212,7 +212,7 @@ class Progress(Callback):
         """Keep the best value of the metric per group."""
         value = result.get(self.metric) if self.metric else None
         if isinstance(value, (int, float)) and math.isfinite(value):
-            group = trial_config(trial.config).get("group") or self.stage
+            group = split(trial.config)[1].group or self.stage
             self.best[group] = max(value, self.best.get(group, -math.inf))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:

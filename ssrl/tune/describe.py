@@ -68,7 +68,7 @@ def compute(run: Any, cpus: float, gpus: float, pre_cpus: float, pre_gpus: float
     have = ray.cluster_resources()
     where = f"cluster {run.opts.address}" if run.opts.address else "local Ray"
     per = f"{_amount(cpus, gpus)} per trial"
-    if run.pre_spec is not None and (pre_cpus, pre_gpus) != (cpus, gpus) and run.spec.name != "pretrain":
+    if run.pre_spec is not None and (pre_cpus, pre_gpus) != (cpus, gpus) and run.spec.kind.evaluates:
         per += f" ({_amount(pre_cpus, pre_gpus)} per pretraining trial)"
     device = "on GPU" if gpus > 0 else "on CPU"
     return _row("compute", f"{where} with {_amount(have.get('CPU', 0), have.get('GPU', 0))}; {per}, {device}")
@@ -107,7 +107,7 @@ def summary(results: dict[str, Any], run: Any, experiment_id: str | None) -> str
         status += (f" ({skipped} of them skipped)" if skipped else "") + (
             ": each one's reason is under 'failed' in results.json; exit code 1")
     files = [out_dir / "results.json", out_dir / "results.md"]
-    if results["sweep"] in ("scarcity", "fewshot"):
+    if run.spec.kind.plot:
         files.append(out_dir / f"{results['sweep']}.png")
     lines = ["", results_table_text(results).rstrip("\n"), status]
     lines += [_row("results" if i == 0 else "", shown(f)) for i, f in enumerate(files)]
@@ -156,13 +156,13 @@ def _stage_plan(opts: Any, spec: SweepSpec, pre_spec: SweepSpec | None, storage:
     """One line per stage: its trials, budgets and resources per trial."""
     lines = []
     if pre_spec is not None:
-        methods = pre_spec.methods if spec.name == "pretrain" else spec.pretrain_methods
+        methods = spec.ssl_methods
         n = len(methods) * len(pre_spec.seeds)
         reused = _reused(opts, pre_spec, methods, storage, data)
         lines.append(_row("pretrain", f"{n} trial{'s' * (n != 1)} ({', '.join(methods)} x seeds "
                                       f"{list(pre_spec.seeds)}), {pre_spec.train.get('epochs', '?')} epochs, "
                                       f"{_resources(opts, pre_spec)} per trial; {reused}"))
-    if spec.name == "pretrain":
+    if not spec.kind.evaluates:
         return lines
     groups, searched, s = len(spec.cells), len(spec.searched_cells), spec.search
     if s.enabled:

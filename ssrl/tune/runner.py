@@ -15,19 +15,14 @@ import numpy as np
 from ssrl.config import PRECISIONS, TRACKS, FinetuneConfig
 from ssrl.data import open_ptbxl, task_labels
 from ssrl.errors import USER_ERRORS
-from ssrl.report import (
-    build_cells,
-    constant_macro_f1,
-    results_markdown,
-    sweep_cells,
-    write_json_atomic,
-    write_text_atomic,
-)
+from ssrl.kinds import kind_of, n_classes
+from ssrl.report import constant_macro_f1, results_markdown, write_json_atomic, write_text_atomic
 from ssrl.report.rescore import FILE_NAME
 from ssrl.train.checkpoint import CheckpointError, encoder_kwargs
 from ssrl.tune import console, describe, predictions, stages
 from ssrl.tune.dataset import DatasetInfo, locate, open_dataset, real_data_given
-from ssrl.tune.spec import N_CLASSES, Cell, SweepError, SweepSpec, load_sweep
+from ssrl.tune.meta import split
+from ssrl.tune.spec import Cell, SweepError, SweepSpec, load_sweep
 from ssrl.tune.tracking import Tracker, TrialLogger, connect, error_text, git_commit, redact
 from ssrl.tune.trainables import METRIC
 
@@ -141,7 +136,7 @@ def scale_of(opts: LaunchOptions) -> tuple[str, str]:
 def specs(opts: LaunchOptions, scale: str) -> tuple[SweepSpec, SweepSpec | None]:
     """The sweep's spec and the pretraining spec it needs (the sweep itself for pretrain; else None)."""
     spec = _load(opts.sweep, scale, opts)
-    pre_spec = spec if spec.name == "pretrain" else (
+    pre_spec = spec if not spec.kind.evaluates else (
         _load("pretrain", scale, opts) if spec.needs_pretraining else None)
     return spec, pre_spec
 
@@ -257,7 +252,7 @@ def _preflight(spec: SweepSpec, pre_spec: SweepSpec | None, dataset: DatasetInfo
     if sized:  # balanced N-per-class subsets: every class of the train folds must hold N
         have = task_labels(open_ptbxl(dataset.root, dataset.sampling_rate), spec.task).split("train").per_class()
         for cell in sized:
-            need = cell.n_labelled // N_CLASSES[spec.task]
+            need = cell.n_labelled // n_classes(spec.task)
             short = ", ".join(f"{c} has {n}" for c, n in have.items() if n < need)
             if short:
                 raise SweepError(f"{spec.path} (scale {spec.scale}): {cell.group} needs {need} train records per "
@@ -267,8 +262,7 @@ def _preflight(spec: SweepSpec, pre_spec: SweepSpec | None, dataset: DatasetInfo
     from ssrl.plugins import check_pretrain
     from ssrl.ssl import METHODS
 
-    methods = spec.methods if spec.name == "pretrain" else spec.pretrain_methods
-    for method in methods:
+    for method in spec.ssl_methods:
         if method not in METHODS:
             raise SweepError(f"{spec.path}: pretrain method {method!r} is unknown; use one of {', '.join(METHODS)}")
         cfg = stages.pretrain_config(pre_spec, method, pre_spec.seeds[0], dataset)
@@ -299,7 +293,7 @@ def _check_encoders(spec: SweepSpec, pre_spec: SweepSpec, cfg: Any) -> None:
 
 def _stages(ctx: stages.Context, spec: SweepSpec, pre_spec: SweepSpec | None, state: dict,
             out_dir: Path) -> dict[str, Any]:
-    if spec.name == "pretrain":
+    if not spec.kind.evaluates:
         done = stages.ensure_pretrained(ctx, spec, spec.methods)
         rows = [{"track": r["method"], "seed": r["seed"], **stages.read_metrics(r["uri"]), "checkpoint": r["uri"]}
                 if "uri" in r else {"track": r["method"], "seed": r["seed"], "status": "failed", "error": r["error"]}
@@ -364,9 +358,8 @@ def _pretraining(done: list[dict], spec: SweepSpec,
 
 def _skipped_row(cell: Cell, seed: int, spec: SweepSpec, reason: str) -> dict[str, Any]:
     """The row of a run that was not started because the pretraining it needs failed."""
-    where = {"fraction": cell.fraction} if spec.name == "scarcity" else {"n_labelled": cell.n_labelled}
-    return {"track": cell.track, "method": cell.method or None, "seed": int(seed), **where, "bn_stats": _bn_stats(cell.track, cell.bn_stats, spec),
-            "status": "skipped", "error": f"skipped: {reason}"}
+    return {"track": cell.track, "method": cell.method or None, "seed": int(seed), **spec.kind.where(cell),
+            "bn_stats": _bn_stats(cell.track, cell.bn_stats, spec), "status": "skipped", "error": f"skipped: {reason}"}
 
 
 def _bn_stats(track: str, setting: str | None, spec: SweepSpec) -> str | None:
@@ -378,14 +371,9 @@ def _bn_stats(track: str, setting: str | None, spec: SweepSpec) -> str | None:
 
 def _row(result: Any, spec: SweepSpec) -> dict[str, Any]:
     """One per-seed row of results.json from a Tune result (failed trials keep their reason)."""
-    cfg, m = result.config, result.metrics or {}
-    row: dict[str, Any] = {"track": cfg["cell_track"], "method": cfg.get("method_name") or None,
-                           "seed": int(cfg["seed"]),
-                           "bn_stats": _bn_stats(cfg["cell_track"], cfg.get("bn_stats"), spec)}
-    if spec.name == "scarcity":
-        row["fraction"] = cfg["cell_fraction"]
-    else:
-        row["n_labelled"] = cfg["n_labelled"]
+    (cfg, meta), m = split(result.config), result.metrics or {}
+    row: dict[str, Any] = {"track": meta.track, "method": meta.method or None, "seed": int(cfg["seed"]),
+                           **spec.kind.where(meta), "bn_stats": _bn_stats(meta.track, cfg.get("bn_stats"), spec)}
     if result.error is not None or not m.get("done"):
         return {**row, "status": "failed", "error": stages.error_line(result)}
     keep = {k: v for k, v in m.items() if k.startswith("test_") or k in (
@@ -397,8 +385,7 @@ def _row(result: Any, spec: SweepSpec) -> dict[str, Any]:
 
 def _results(spec: SweepSpec, dataset: DatasetInfo, rows: list[dict], metric: str, state: dict,
              chosen: dict | None = None, pretraining: dict | None = None) -> dict[str, Any]:
-    cells = (build_cells(rows, metric, ("track",)) if spec.name == "pretrain"
-             else sweep_cells(spec.name, rows, metric, spec.pretrain_methods))
+    cells = spec.kind.cells(rows, metric, spec.pretrain_methods)
     out: dict[str, Any] = {
         "sweep": spec.name, "scale": spec.scale, "run_id": state["run_id"],
         "dataset": dataset.as_dict(spec.task or "superdiagnostic"), "metric": metric, "cells": cells,
@@ -412,10 +399,9 @@ def _results(spec: SweepSpec, dataset: DatasetInfo, rows: list[dict], metric: st
         out["chosen_hyperparameters"] = chosen
     if pretraining:
         out["pretraining"] = pretraining  # {methods, selection, per_seed, seeds}
-    if spec.name == "scarcity":
-        out["baseline_track"] = "supervised"
-    if spec.name == "fewshot":
-        out["baseline_track"] = "scratch"
+    if spec.kind.baseline_track:
+        out["baseline_track"] = spec.kind.baseline_track
+    if spec.kind.trivial_baseline:
         out["trivial_baseline"] = trivial_baseline(dataset, spec.task)
     return out
 
@@ -432,13 +418,13 @@ def trivial_baseline(dataset: DatasetInfo, task: str) -> dict[str, Any]:
 
 def _write_results(results: dict[str, Any], out_dir: Path) -> list[Path]:
     """results.json, results.md and the plot, each written atomically; also archived per run."""
-    from ssrl.report import plot_fewshot, plot_scarcity
+    import ssrl.report
 
     files = [write_json_atomic(out_dir / "results.json", results),
              write_text_atomic(out_dir / "results.md", results_markdown(results))]
-    plot = {"scarcity": plot_scarcity, "fewshot": plot_fewshot}.get(results["sweep"])
-    if plot is not None:
-        files.append(plot(results, out_dir / f"{results['sweep']}.png"))
+    plot = kind_of(results["sweep"]).plot
+    if plot:
+        files.append(getattr(ssrl.report, plot)(results, out_dir / f"{results['sweep']}.png"))
     write_json_atomic(out_dir / "archive" / results["run_id"] / "results.json", results)
     if (out_dir / FILE_NAME).exists():
         files.append(out_dir / FILE_NAME)  # the test probabilities behind every cell (python -m ssrl.report rescore)

@@ -11,14 +11,12 @@ from typing import Any
 import yaml
 
 from ssrl.config import TRACKS, ConfigError, FinetuneConfig, PretrainConfig, from_dict
-from ssrl.data.ptbxl import TASK_CLASSES
 from ssrl.errors import SweepError  # defined there so that error types import without Ray
+from ssrl.kinds import KINDS, SweepKind, n_classes
 from ssrl.report.tables import track_label
 
 SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
-SWEEPS = ("pretrain", "scarcity", "fewshot")
 SCALES = ("smoke", "demo", "cpu", "cpu-full", "paper")
-N_CLASSES = {task: len(classes) for task, classes in TASK_CLASSES.items()}
 
 
 @dataclass(frozen=True)
@@ -97,6 +95,16 @@ class SweepSpec:
     search: Search = Search()
 
     @property
+    def kind(self) -> SweepKind:
+        """The benchmark this sweep is (ssrl.kinds): its cells' place, statistics, baseline and plot."""
+        return KINDS[self.name]
+
+    @property
+    def ssl_methods(self) -> tuple[str, ...]:
+        """The SSL methods this sweep pretrains (pretrain) or starts its SSL tracks from (the others)."""
+        return self.pretrain_methods if self.kind.evaluates else self.methods
+
+    @property
     def needs_pretraining(self) -> bool:
         """True when some cell starts from an SSL encoder."""
         return any(TRACKS[c.track].init == "ssl" for c in self.cells)
@@ -107,19 +115,10 @@ class SweepSpec:
         return tuple(c for c in self.cells if TRACKS[c.track].init != "handcrafted")
 
 
-_TOP = {
-    "pretrain": {"name", "methods", "seeds", "train", "resources", "scales", "data"},
-    "scarcity": {"name", "task", "metric", "pretrain_methods", "tracks", "fractions", "seeds", "train",
-                 "track_train", "search", "resources", "scales", "data"},
-    "fewshot": {"name", "task", "metric", "pretrain_methods", "conditions", "seeds", "train", "track_train",
-                "search", "resources", "scales", "data"},
-}
-
-
 def load_sweep(name: str, scale: str, sweeps_dir: Path = SWEEPS_DIR) -> SweepSpec:
     """Read sweeps/<name>.yaml at a scale and check every key and value."""
-    if name not in SWEEPS:
-        raise SweepError(f"unknown sweep {name!r}; use one of {', '.join(SWEEPS)}")
+    if name not in KINDS:
+        raise SweepError(f"unknown sweep {name!r}; use one of {', '.join(KINDS)}")
     if scale not in SCALES:
         raise SweepError(f"unknown scale {scale!r}; use one of {', '.join(SCALES)}")
     path = sweeps_dir / f"{name}.yaml"
@@ -141,10 +140,11 @@ def _resolve(name: str, scale: str, path: Path, raw: dict) -> SweepSpec:
         if "pretrain_method" in where:
             raise ConfigError(f"pretrain_method is now pretrain_methods, a list: write pretrain_methods: "
                               f"[{where['pretrain_method']}]")
-    _no_unknown(raw, _TOP[name], "top level")
+    kind = KINDS[name]
+    _no_unknown(raw, kind.keys, "top level")
     _no_unknown(scales, set(SCALES), "scales")
     merged = _merge(raw, scales.get(scale) or {})
-    _no_unknown(merged, _TOP[name], f"scales.{scale}")
+    _no_unknown(merged, kind.keys, f"scales.{scale}")
     seeds = tuple(int(s) for s in merged.get("seeds", [42]))
     if not seeds or len(set(seeds)) != len(seeds):
         raise ConfigError(f"seeds {list(seeds)} must be a non-empty list without repeats")
@@ -153,7 +153,7 @@ def _resolve(name: str, scale: str, path: Path, raw: dict) -> SweepSpec:
     res = Resources(**_typed(Resources, merged.get("resources") or {}, "resources"))
     train = dict(merged.get("train") or {})
     common = {"seeds": seeds, "train": train, "resources": res, "data_records": int(data.get("records", 2000))}
-    if name == "pretrain":
+    if not kind.evaluates:
         methods = tuple(merged.get("methods", ["simclr"]))
         from ssrl.plugins import check_pretrain  # torch: imported only once a sweep file is read
 
@@ -161,10 +161,9 @@ def _resolve(name: str, scale: str, path: Path, raw: dict) -> SweepSpec:
             check_pretrain(from_dict(PretrainConfig, {**train, "method": str(m)}))
         return SweepSpec(name, scale, path, methods=methods, **common)
     task, metric = merged.get("task", ""), merged.get("metric", "")
-    if task not in N_CLASSES:
-        raise ConfigError(f"task {task!r} is unknown; use one of {', '.join(N_CLASSES)}")
+    n_classes(task)  # a known task
     methods = _methods(merged.get("pretrain_methods", ["simclr"]))
-    cells = _cells(name, merged, task, methods)
+    cells = _cells(kind, merged, task, methods)
     track_train = merged.get("track_train") or {}
     from ssrl.augment import check_preset  # torch: imported only once a sweep file is read
     from ssrl.plugins import check_finetune
@@ -219,17 +218,9 @@ def _search(raw: dict, train: dict, track_train: dict) -> Search:
     return dataclasses.replace(search, epochs=epochs)
 
 
-def _cells(name: str, merged: dict, task: str, methods: tuple[str, ...]) -> tuple[Cell, ...]:
-    """The sweep's comparison groups; an SSL track becomes one cell per pretraining method."""
-    if name == "scarcity":
-        tracks = [str(t) for t in merged.get("tracks") or []]
-        fractions = [float(f) for f in merged.get("fractions") or []]
-        for f in fractions:
-            if not 0.0 < f <= 1.0:
-                raise ConfigError(f"fraction {f} is out of range; use 0 < fraction <= 1")
-        plain = [{"track": t, "fraction": f} for f in fractions for t in tracks]
-    else:
-        plain = [_condition(c, task) for c in merged.get("conditions") or []]
+def _cells(kind: SweepKind, merged: dict, task: str, methods: tuple[str, ...]) -> tuple[Cell, ...]:
+    """The sweep's comparison groups (the kind lists them); an SSL track becomes one cell per pretraining method."""
+    plain = kind.list_cells(merged, task)
     if not plain:
         raise ConfigError("the sweep has no cells (tracks x fractions, or conditions)")
     for c in plain:
@@ -241,17 +232,6 @@ def _cells(name: str, merged: dict, task: str, methods: tuple[str, ...]) -> tupl
         raise ConfigError(f"conditions repeat a (track, n, bn_stats): {sorted({s for s in seen if seen.count(s) > 1})}")
     return tuple(Cell(**c, method=m) for c in plain
                  for m in (methods if TRACKS[c["track"]].init == "ssl" else ("",)))
-
-
-def _condition(c: dict, task: str) -> dict[str, Any]:
-    """One few-shot condition {track, n, bn_stats?} as Cell fields; N must split evenly over the classes."""
-    _no_unknown(c, {"track", "n", "bn_stats"}, "conditions")
-    n, track, bn = int(c["n"]), str(c["track"]), str(c.get("bn_stats", ""))
-    if n <= 0 or n % N_CLASSES[task]:
-        raise ConfigError(f"condition n={n} must be a positive multiple of {N_CLASSES[task]} (balanced classes)")
-    if bn and track in TRACKS and TRACKS[track].frozen:
-        raise ConfigError(f"condition {track} n={n} sets bn_stats, but a frozen encoder keeps its own statistics")
-    return {"track": track, "n_labelled": n, "bn_stats": bn}
 
 
 def _merge(base: dict, over: dict) -> dict:

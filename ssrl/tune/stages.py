@@ -19,11 +19,13 @@ from typing import Any
 import pyarrow.fs as pafs
 from ray import tune
 
-from ssrl.config import TRACKS, FinetuneConfig, PretrainConfig, from_dict, to_dict, to_json
+from ssrl.config import TRACKS, FinetuneConfig, PretrainConfig, from_dict, to_dict
+from ssrl.kinds import n_classes
 from ssrl.plugins import is_plugin
 from ssrl.tune import raycompat
+from ssrl.tune.meta import GROUP, META, TrialMeta, trial_space
 from ssrl.tune.search import GroupedASHA, GroupedOptunaSearch, best_per_group
-from ssrl.tune.spec import N_CLASSES, Cell, SweepSpec
+from ssrl.tune.spec import Cell, SweepSpec
 from ssrl.tune.trainables import METRIC, finetune_trainable, pretrain_trainable, resilient
 
 # Settings that say where and how to run, not what is learnt: left out of the reuse key.
@@ -223,20 +225,20 @@ def ensure_pretrained(ctx: Context, spec: SweepSpec, methods: tuple[str, ...]) -
             else:
                 todo.append((cfg, uri))
     if todo:
-        space = {**to_dict(todo[0][0]), "sweep": "pretrain", "stage": "pretrain", "checkpoint_every":
-                 spec.resources.checkpoint_every, "dataset": ctx.dataset.name,
-                 "dataset_fingerprint": ctx.dataset.fingerprint,
-                 "job": tune.grid_search([to_json(c) for c, _ in todo])}
+        jobs = {f"{c.method}/seed{c.seed}": (c, uri) for c, uri in todo}
+        meta = TrialMeta(sweep="pretrain", stage="pretrain", dataset=ctx.dataset.name,
+                         dataset_fingerprint=ctx.dataset.fingerprint, checkpoint_every=spec.resources.checkpoint_every)
+        space = grouped_space({g: trial_space(to_dict(c), meta.replace(group=c.method, method=c.method), g)
+                               for g, (c, _) in jobs.items()}, {})
         resources = {"cpu": ctx.cpus if ctx.pretrain_cpus is None else ctx.pretrain_cpus,
                      "gpu": ctx.gpus if ctx.pretrain_gpus is None else ctx.pretrain_gpus}
-        grid = _tuner(ctx, f"pretrain-{ctx.run_id}", _pretrain_job, space, resources,
+        grid = _tuner(ctx, f"pretrain-{ctx.run_id}", pretrain_trainable, space, resources,
                     tune.TuneConfig(max_concurrent_trials=ctx.max_concurrent, reuse_actors=True), "pretrain")
         for result in grid:
-            cfg = from_dict(PretrainConfig, json.loads(result.config["job"]))
+            cfg, uri = jobs[result.config[GROUP]]
             if result.error is not None or result.checkpoint is None or not (result.metrics or {}).get("done"):
                 out.append({"method": cfg.method, "seed": cfg.seed, "error": error_line(result)})
                 continue
-            uri = next(u for c, u in todo if to_dict(c) == to_dict(cfg))
             _publish(result.checkpoint, uri, result.metrics)
             out.append({"method": cfg.method, "seed": cfg.seed, "uri": uri})
     return sorted(out, key=lambda r: (methods.index(r["method"]), spec.seeds.index(r["seed"])))
@@ -257,12 +259,6 @@ def read_metrics(uri: str) -> dict[str, Any]:
         return json.loads(f.read().decode())
 
 
-def _pretrain_job(config: dict[str, Any]) -> None:
-    """A pretraining trial whose PretrainConfig travels as one JSON grid value."""
-    job = json.loads(config["job"])
-    pretrain_trainable({**{k: v for k, v in config.items() if k not in job and k != "job"}, **job})
-
-
 def _publish(ckpt: tune.Checkpoint, uri: str, metrics: dict) -> None:
     """Copy a finished pretraining into storage/pretrained/<key>/ and mark it DONE last."""
     fs, path = _fs(uri)
@@ -281,37 +277,51 @@ def _resources(ctx: Context) -> dict[str, float]:
     return {"cpu": ctx.cpus, "gpu": ctx.gpus}
 
 
-def cell_config(ctx: Context, spec: SweepSpec, cell: Cell, pretrained: dict[str, str]) -> dict[str, Any]:
-    """The fixed trial settings of one comparison group (everything but seed and search knobs)."""
+def cell_config(ctx: Context, spec: SweepSpec, cell: Cell, pretrained: dict[str, str], stage: str) -> dict[str, Any]:
+    """The trial config of one comparison group at a stage: everything but the seed and the search knobs."""
     ssl = TRACKS[cell.track].init == "ssl"
     base = {**spec.train, **spec.track_train.get(cell.track, {})}
-    return {
-        **base,
-        "data_root": ctx.dataset.root, "sampling_rate": ctx.dataset.sampling_rate, "task": spec.task,
+    training = {
+        **base, "data_root": ctx.dataset.root, "sampling_rate": ctx.dataset.sampling_rate, "task": spec.task,
         "track": cell.track, "fraction": cell.fraction or 1.0,
-        "n_per_class": (cell.n_labelled or 0) // N_CLASSES[spec.task],
-        "sweep": spec.name, "group": cell.group, "cell_track": cell.track, "cell_fraction": cell.fraction,
-        "n_labelled": cell.n_labelled, "dataset": ctx.dataset.name,
-        "dataset_fingerprint": ctx.dataset.fingerprint, "checkpoint_every": spec.resources.checkpoint_every,
-        "pretrained_uri": pretrained.get(cell.method, "") if ssl else "",
-        "method_name": cell.method if ssl else "",
+        "n_per_class": (cell.n_labelled or 0) // n_classes(spec.task),
         # a condition's own BatchNorm protocol, else the sweep's (every group sets it: eval samples per key)
         "bn_stats": cell.bn_stats or str(base.get("bn_stats", FinetuneConfig.bn_stats)),
     }
+    meta = TrialMeta(sweep=spec.name, stage=stage, group=cell.group, track=cell.track, fraction=cell.fraction,
+                     n_labelled=cell.n_labelled, method=cell.method, dataset=ctx.dataset.name,
+                     dataset_fingerprint=ctx.dataset.fingerprint,
+                     pretrained_uri=pretrained.get(cell.method, "") if ssl else "",
+                     checkpoint_every=spec.resources.checkpoint_every)
+    return trial_space(training, meta, cell.group)
 
 
-def _seed_encoder(group: dict[str, Any], seed: int, encoders: dict[str, dict[int, str]]) -> str:
-    """The encoder a group's run with this seed fine-tunes: its method's, pretrained with the same seed."""
-    method = group.get("method_name")
-    return encoders[method][seed] if group.get("pretrained_uri") and method in encoders else group.get(
-        "pretrained_uri", "")
+def _seed_meta(meta: dict[str, Any], seed: int, encoders: dict[str, dict[int, str]] | None) -> dict[str, Any]:
+    """A group's meta for one seed: its MLflow trial key, and the encoder its method pretrained with that seed."""
+    m = TrialMeta.from_dict(meta)
+    uri = encoders[m.method][seed] if m.pretrained_uri and encoders and m.method in encoders else m.pretrained_uri
+    return m.replace(pretrained_uri=uri, trial_key=f"{m.stage}/{m.group}/seed{seed}").as_dict()
+
+
+def grouped_space(per_group: dict[str, dict[str, Any]], axes: dict[str, Any],
+                  meta: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A Tune param space with one trial per group (times the grid ``axes``): each key takes its group's value.
+
+    ``meta(group meta, config)`` may adapt a group's meta to the rest of the trial's config (its seed).
+    """
+    keys = sorted({k for v in per_group.values() for k in v} - {GROUP, META})
+    space: dict[str, Any] = {GROUP: tune.grid_search(list(per_group)), **axes}
+    for k in keys:
+        space[k] = tune.sample_from(lambda config, k=k: per_group[config[GROUP]].get(k))
+    space[META] = tune.sample_from(lambda config: (meta or (lambda m, c: m))(per_group[config[GROUP]][META], config))
+    return space
 
 
 def search(ctx: Context, spec: SweepSpec, pretrained: dict[str, str]) -> dict[str, dict[str, float]]:
     """Optuna TPE per group with one ASHA per group, all in one Tuner; per group the best lr/wd, with the
     validation score behind the choice and the number of trials it was chosen among."""
     s = spec.search
-    groups = [{**cell_config(ctx, spec, c, pretrained), "stage": "search", "seed": s.seed, "epochs": s.epochs}
+    groups = [{**cell_config(ctx, spec, c, pretrained, "search"), "seed": s.seed, "epochs": s.epochs}
               for c in spec.searched_cells]
     space = {"lr": tune.loguniform(*s.lr), "weight_decay": tune.loguniform(*s.weight_decay)}
     for g in groups:
@@ -341,17 +351,10 @@ def evaluate(ctx: Context, spec: SweepSpec, pretrained: dict[str, str], chosen: 
     `encoders` (method -> seed -> pretrained uri): each seed's SSL runs fine-tune the encoder its method
     pretrained with that seed.
     """
-    per_group = {c.group: {**cell_config(ctx, spec, c, pretrained), **_settings(chosen.get(c.group, {}))}
+    per_group = {c.group: {**cell_config(ctx, spec, c, pretrained, "eval"), **_settings(chosen.get(c.group, {}))}
                  for c in spec.cells}
-    keys = sorted({k for v in per_group.values() for k in v} - {"group"})
-    space: dict[str, Any] = {"group": tune.grid_search(list(per_group)), "seed": tune.grid_search(list(spec.seeds)),
-                             "stage": "eval"}
-    for k in keys:
-        space[k] = tune.sample_from(lambda config, k=k: per_group[config["group"]].get(k))
-    if encoders:
-        space["pretrained_uri"] = tune.sample_from(lambda config: _seed_encoder(per_group[config["group"]],
-                                                                                config["seed"], encoders))
-    space["trial_key"] = tune.sample_from(lambda config: f"eval/{config['group']}/seed{config['seed']}")
+    space = grouped_space(per_group, {"seed": tune.grid_search(list(spec.seeds))},
+                          lambda meta, config: _seed_meta(meta, config["seed"], encoders))
     return _tuner(ctx, f"{spec.name}-{ctx.run_id}-eval", finetune_trainable, space, _resources(ctx),
                 tune.TuneConfig(max_concurrent_trials=ctx.max_concurrent, reuse_actors=True), "eval")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -21,6 +20,7 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from ssrl.errors import TrackingError  # defined there so that error types import without Ray
+from ssrl.tune.meta import split
 
 EPOCH_METRICS = ("train_loss", "val_score", "lr", "probe_score", "val_classes_used")  # per-epoch history, step = epoch
 # Keys Ray adds to every result: bookkeeping, not measurements.
@@ -135,28 +135,19 @@ def flatten_for_params(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def trial_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A trial's effective config: a pretraining job's JSON ('job') merged over the shared keys."""
-    job = config.get("job")
-    if isinstance(job, str) and job.startswith("{"):
-        try:
-            return {**{k: v for k, v in config.items() if k != "job"}, **json.loads(job)}
-        except json.JSONDecodeError:
-            pass
-    return dict(config)
+def trial_params(config: dict[str, Any]) -> dict[str, Any]:
+    """A trial run's MLflow params: its training fields, and the encoder it fine-tunes (meta goes to tags)."""
+    training, meta = split(config)
+    return {**training, **({"pretrained_uri": meta.pretrained_uri} if meta.pretrained_uri else {})}
 
 
 def trial_tags(config: dict[str, Any], stage: str) -> dict[str, str]:
-    """The tags of a trial run, from its effective config (n_labelled of a fraction arrives with the result)."""
-    cfg = trial_config(config)
-    pretraining = stage == "pretrain"
-    track = cfg.get("method") if pretraining else (cfg.get("cell_track") or cfg.get("track"))
+    """The tags of a trial run, from its meta (n_labelled of a fraction arrives with the result)."""
+    training, meta = split(config)
     tags = {
-        "sweep": cfg.get("sweep"), "stage": stage, "track": track, "fraction": cfg.get("cell_fraction"),
-        "n_labelled": cfg.get("n_labelled"), "seed": cfg.get("seed"),
-        "group": track if pretraining else cfg.get("group"), "dataset": cfg.get("dataset"),
-        "dataset_fingerprint": cfg.get("dataset_fingerprint"),
-        "method": cfg.get("method") if pretraining else cfg.get("method_name"),
+        "sweep": meta.sweep, "stage": stage, "track": meta.method if stage == "pretrain" else meta.track,
+        "fraction": meta.fraction, "n_labelled": meta.n_labelled, "seed": training.get("seed"), "group": meta.group,
+        "dataset": meta.dataset, "dataset_fingerprint": meta.dataset_fingerprint, "method": meta.method,
     }
     return {k: str(v) for k, v in tags.items() if v not in (None, "")}
 
@@ -318,11 +309,10 @@ class TrialLogger(Callback):
         if self.tracker is None:
             return None
         if trial.trial_id not in self._runs:
-            cfg = trial_config(trial.config)
-            tags = trial_tags(cfg, self.stage)
-            key = cfg.get("trial_key") or f"{self.stage}/{trial.trial_id}"
+            tags = trial_tags(trial.config, self.stage)
+            key = split(trial.config)[1].trial_key or f"{self.stage}/{trial.trial_id}"
             self._runs[trial.trial_id] = run_id = self._safe(
-                "create run", self.tracker.child, key, run_name(tags, trial.trial_id), tags, cfg)
+                "create run", self.tracker.child, key, run_name(tags, trial.trial_id), tags, trial_params(trial.config))
             # a reopened run (--resume) already holds the epochs its trial replays from a checkpoint
             self._last_step[trial.trial_id] = self.tracker.logged_to.get(run_id, 0)
         return self._runs[trial.trial_id]
@@ -349,7 +339,7 @@ class TrialLogger(Callback):
             self._safe("log", self.tracker.log, run_id, final, step)
             if "n_labelled" in result:
                 n = str(int(result["n_labelled"]))
-                self._group_n[trial.config.get("group", "")] = n
+                self._group_n[split(trial.config)[1].group] = n
                 self._safe("tag", self.tracker.set_tags, run_id, {"n_labelled": n})
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -360,7 +350,7 @@ class TrialLogger(Callback):
         done = bool((getattr(trial, "last_result", None) or {}).get("done"))
         self._safe("end run", self.tracker.finish, run_id, "FINISHED", end="completed" if done else "stopped")
         if not done and "n_labelled" not in trial_tags(trial.config, self.stage):
-            self._missing_n[run_id] = trial.config.get("group", "")
+            self._missing_n[run_id] = split(trial.config)[1].group
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """End the run FAILED with the reason."""

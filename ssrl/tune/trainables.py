@@ -1,4 +1,4 @@
-"""Thin Tune adapters: flat config in, `tune.report` out; the work happens in ssrl.train."""
+"""Thin Tune adapters: a trial config (ssrl.tune.meta) in, `tune.report` out; the work happens in ssrl.train."""
 
 from __future__ import annotations
 
@@ -18,10 +18,8 @@ from ray import tune
 from ssrl.config import FinetuneConfig, PretrainConfig, from_dict
 from ssrl.train import BEST, finetune, pretrain
 from ssrl.tune import raycompat
+from ssrl.tune.meta import split
 
-# Keys of a trial config that describe the trial (tags) rather than configure training.
-META_KEYS = ("sweep", "stage", "group", "cell_track", "cell_fraction", "n_labelled", "dataset",
-             "dataset_fingerprint", "pretrained_uri", "checkpoint_every", "trial_key", "method_name")
 METRIC = "val_score"  # what ASHA and the search judge a fine-tuning trial by
 
 
@@ -125,25 +123,26 @@ def _reporter(work: Path, every: int):
 
 def finetune_trainable(config: dict[str, Any]) -> None:
     """One fine-tuning trial: (track, fraction or N, seed) -> per-epoch and final reports."""
-    values = {k: v for k, v in config.items() if k not in META_KEYS}
-    if config.get("pretrained_uri"):
-        values["pretrained"] = fetch_pretrained(config["pretrained_uri"])
+    values, meta = split(config)
+    if meta.pretrained_uri:
+        values["pretrained"] = fetch_pretrained(meta.pretrained_uri)
     cfg = from_dict(FinetuneConfig, values)
     with tempfile.TemporaryDirectory(prefix="ssrl-trial-") as tmp:  # checkpoints persist via tune.report
         work = Path(tmp)
         _restore(work)
         _apply_threads()
-        finetune(cfg, _reporter(work, int(config.get("checkpoint_every", 1))), work)
+        finetune(cfg, _reporter(work, meta.checkpoint_every), work)
 
 
 def pretrain_trainable(config: dict[str, Any]) -> None:
     """One pretraining trial; its checkpoints carry encoder_best.pt and encoder_last.pt."""
-    cfg = from_dict(PretrainConfig, {k: v for k, v in config.items() if k not in META_KEYS})
+    values, meta = split(config)
+    cfg = from_dict(PretrainConfig, values)
     with tempfile.TemporaryDirectory(prefix="ssrl-pretrain-") as tmp:
         work = Path(tmp)
         _restore(work)
         _apply_threads()
-        report = _reporter(work, int(config.get("checkpoint_every", 1)))
+        report = _reporter(work, meta.checkpoint_every)
         final = pretrain(cfg, lambda m: report({**m, "done": m.get("epoch") == cfg.epochs}), work)
     if not math.isfinite(final.get("train_loss", 0.0)):
         raise RuntimeError("pretraining ended with a non-finite loss")

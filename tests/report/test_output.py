@@ -199,7 +199,7 @@ def test_tables_and_plots_name_each_method(tmp_path, monkeypatch):
 
 def test_batchnorm_artefact_lines_name_the_method():
     """With two methods the same SSL condition runs twice under each protocol: each line says which method."""
-    from ssrl.report import sweep_cells
+    from ssrl.kinds import FEWSHOT
 
     rows = [{"track": t, "method": m, "n_labelled": 70, "bn_stats": bn, "seed": s, "macro_f1": v + 0.01 * s,
              "collapsed": False}
@@ -207,7 +207,7 @@ def test_batchnorm_artefact_lines_name_the_method():
                                 ("ssl", "simclr", "running", 0.35), ("ssl", "masked", "precise", 0.3),
                                 ("ssl", "masked", "running", 0.2))
             for s in (1, 2, 3)]
-    cells = sweep_cells("fewshot", rows, "macro_f1", ["simclr", "masked"])
+    cells = FEWSHOT.cells(rows, "macro_f1", ["simclr", "masked"])
     md = results_markdown({"sweep": "fewshot", "metric": "macro_f1", "baseline_track": "scratch", "cells": cells})
     assert "- ssl[simclr] at N=70: running − precise macro_f1 +0.1000" in md
     assert "- ssl[masked] at N=70: running − precise macro_f1 -0.1000" in md

@@ -4,7 +4,6 @@ exit codes, trials skipped when their pretraining failed, and --dry-run."""
 from __future__ import annotations
 
 import io
-import json
 import os
 import pickle
 import re
@@ -17,6 +16,7 @@ import pytest
 from helpers import launch_smoke_scarcity
 
 from ssrl.tune import console, describe
+from ssrl.tune.meta import TrialMeta, trial_space
 
 REPO = Path(__file__).resolve().parents[2]
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # anything but newline and tab (includes ESC and \r)
@@ -78,7 +78,8 @@ def test_a_search_shows_the_best_validation_score_per_group(plain_console):
     progress.setup(total_num_samples=6)  # trials not created yet count as pending
     for group, value in [("supervised@0.1", 0.71), ("ssl_finetune@0.1", 0.80), ("supervised@0.1", 0.75),
                          ("ssl_finetune@0.1", float("nan"))]:
-        progress.on_trial_result(0, [], SimpleNamespace(config={"group": group}), {"val_score": value})
+        config = trial_space({}, TrialMeta("scarcity", "search", group=group), group)
+        progress.on_trial_result(0, [], SimpleNamespace(config=config), {"val_score": value})
     progress.on_step_end(0, _trials("RUNNING"))
     (line,) = con.stream.getvalue().splitlines()
     assert line == ("search: 0 done, 1 running, 5 pending, 0 failed of 6; 0s so far, time left unknown yet; "
@@ -98,12 +99,14 @@ def _failed_trial(tmp_path: Path, config: dict) -> SimpleNamespace:
 
 def test_a_failed_trial_is_one_line_with_its_group_seed_reason_and_traceback(plain_console, tmp_path):
     con, _ = plain_console
-    trial = _failed_trial(tmp_path, {"group": "random_frozen@0.25", "seed": 52, "track": "random_frozen"})
+    meta = TrialMeta("scarcity", "eval", group="random_frozen@0.25", track="random_frozen", fraction=0.25)
+    trial = _failed_trial(tmp_path, trial_space({"seed": 52, "track": "random_frozen"}, meta, meta.group))
     console.Progress("eval").on_trial_error(0, [], trial)
     (line,) = con.stream.getvalue().splitlines()
     assert line == ("FAILED eval random_frozen@0.25 seed 52: ssrl.train.loop.TrainingDiverged: loss became nan in "
                     f"epoch 1; lower the learning rate (traceback: {trial.path}/error.txt)")
-    pre = _failed_trial(tmp_path / "pre", {"job": json.dumps({"method": "simclr", "seed": 42})})
+    pre = _failed_trial(tmp_path / "pre", trial_space({"method": "simclr", "seed": 42}, TrialMeta(
+        "pretrain", "pretrain", group="simclr", method="simclr"), "simclr/seed42"))
     assert console.failure_line("pretrain", pre).startswith("FAILED pretrain simclr seed 42: ")
 
 
@@ -116,7 +119,7 @@ def test_on_a_terminal_the_bar_is_redrawn_in_place_and_failures_print_above_it(m
     for statuses in [("RUNNING",), ("TERMINATED", "RUNNING"), ("TERMINATED", "ERROR", "RUNNING")]:
         clock.t += 1
         progress.on_step_end(0, _trials(*statuses))
-    progress.on_trial_error(0, [], _failed_trial(tmp_path, {"group": "g@1.0", "seed": 1}))
+    progress.on_trial_error(0, [], _failed_trial(tmp_path, trial_space({"seed": 1}, TrialMeta("scarcity", "eval", group="g@1.0"), "g@1.0")))
     progress.on_experiment_end(_trials("TERMINATED", "ERROR", "TERMINATED"))
     text = con.stream.getvalue()
     assert "\r" in text and not con.bars  # redrawn with carriage returns, closed at the end

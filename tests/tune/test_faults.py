@@ -31,14 +31,17 @@ def test_failed_pretraining_comes_back_as_an_error_not_a_crash(tmp_path, monkeyp
     """ensure_pretrained turns a pretraining trial that failed after its retries into {method, seed, error}."""
     from types import SimpleNamespace
 
-    from ssrl.config import to_json
+    from ssrl.config import to_dict
     from ssrl.tune import stages
+    from ssrl.tune.meta import TrialMeta, trial_space
     from ssrl.tune.spec import load_sweep
 
     spec = load_sweep("pretrain", "smoke")
     data = SimpleNamespace(root="/data", sampling_rate=100, fingerprint="f" * 64, name="synthetic")
     cfg = stages.pretrain_config(spec, "simclr", spec.seeds[0], data)
-    failed = SimpleNamespace(config={"job": to_json(cfg)}, checkpoint=None, metrics={"epoch": 1},
+    job = trial_space(to_dict(cfg), TrialMeta("pretrain", "pretrain", group="simclr", method="simclr"),
+                      f"simclr/seed{cfg.seed}")
+    failed = SimpleNamespace(config=job, checkpoint=None, metrics={"epoch": 1},
                              error=RuntimeError(f"Failure # 2\n{DIVERGED}"))
     monkeypatch.setattr(stages, "_run", lambda *args, **kwargs: [failed])
     ctx = stages.Context(storage=str(tmp_path), run_id="r", dataset=data, cpus=1, gpus=0, max_concurrent=None,

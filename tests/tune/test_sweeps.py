@@ -106,15 +106,16 @@ def test_every_cell_rescores_from_the_published_probabilities(smoke_runs, sweep,
     assert main(["rescore", str(folder / "predictions.npz"), "--results", str(folder / "results.json")]) == 0
     out = capsys.readouterr().out
     assert f"{res['n_runs'] - res['n_failed']} trials re-scored; 0 disagree" in out
-    # the re-scored cells carry the same paired statistics as results.json (one sweep_cells for both)
+    # the re-scored cells carry the same paired statistics as results.json (the kind's cells for both)
+    from ssrl.kinds import KINDS
     from ssrl.report.rescore import rescore
-    from ssrl.report.stats import CELL_KEYS, sweep_cells
 
     metric, rows = rescore(folder / "predictions.npz")
-    again = {tuple(c.get(k) for k in CELL_KEYS[sweep]): c for c in sweep_cells(sweep, rows, metric, ["simclr", "masked"])}
+    kind = KINDS[sweep]
+    again = {tuple(c.get(k) for k in kind.cell_keys): c for c in kind.cells(rows, metric, ["simclr", "masked"])}
     contrasts = 0
     for cell in res["cells"]:
-        mine = again[tuple(cell.get(k) for k in CELL_KEYS[sweep])]
+        mine = again[tuple(cell.get(k) for k in kind.cell_keys)]
         for name in ("vs_supervised", "vs_scratch", "between_methods"):
             assert (name in cell) == (name in mine), (cell["track"], name)
             if name == "between_methods" and name in cell:

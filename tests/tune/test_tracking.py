@@ -14,6 +14,7 @@ from helpers import stage_runs
 from mlflow.tracking import MlflowClient
 
 from ssrl.tune import runner, server
+from ssrl.tune.meta import TrialMeta, trial_space
 from ssrl.tune.server import free_port
 from ssrl.tune.spec import Cell, load_sweep
 from ssrl.tune.tracking import Tracker, TrialLogger, connect, redact, scrub
@@ -90,9 +91,9 @@ def check_tracked(client: MlflowClient, results: dict) -> None:
 
 
 def _trial(trial_id: str, seed: int, **extra) -> SimpleNamespace:
-    config = {"sweep": "scarcity", "group": "supervised@0.25", "cell_track": "supervised", "cell_fraction": 0.25,
-              "n_labelled": None, "seed": seed, "lr": 0.001, "dataset": "synthetic", "dataset_fingerprint": "abc",
-              "stage": "search"}
+    meta = TrialMeta("scarcity", "search", group="supervised@0.25", track="supervised", fraction=0.25,
+                     dataset="synthetic", dataset_fingerprint="abc")
+    config = trial_space({"seed": seed, "lr": 0.001, "track": "supervised", "fraction": 0.25}, meta, meta.group)
     return SimpleNamespace(trial_id=trial_id, config=config, last_result={}, error_file=None, **extra)
 
 
@@ -138,7 +139,7 @@ def test_trial_logger_ends_completed_stopped_and_failed_runs(store, tmp_path):
     assert "time_total_s" not in r1.data.metrics and "training_iteration" not in r1.data.metrics
     history = client.get_metric_history(r1.info.run_id, "val_score")
     assert [(h.step, round(h.value, 6)) for h in history] == [(1, 0.6), (2, 0.7), (3, 0.8)]  # final adds none
-    assert r1.data.params["lr"] == "0.001" and r1.data.params["group"] == "supervised@0.25"
+    assert r1.data.params["lr"] == "0.001" and r1.data.tags["group"] == "supervised@0.25" and "group" not in r1.data.params
 
     # a resumed invocation (same ssrl run id and parent) finds finished trials and logs nothing twice
     again = Tracker(client, "ssrl-test", "run1", tracker.parent_id, {"sweep": "scarcity"})
@@ -182,12 +183,30 @@ def test_trial_logger_pickles_without_the_store(store):
     orphan.on_trial_start(0, [], _trial("t", 1))
 
 
-def test_pretraining_trials_are_tagged_by_their_own_job():
-    from ssrl.tune.tracking import trial_tags
+def test_pretraining_trials_are_tagged_by_their_meta_and_params_hold_training_fields_only():
+    from ssrl.tune.tracking import trial_params, trial_tags
 
-    shared = {"sweep": "pretrain", "method": "simclr", "seed": 42, "dataset": "synthetic"}
-    tags = trial_tags({**shared, "job": json.dumps({"method": "byol", "seed": 7})}, "pretrain")
-    assert (tags["method"], tags["track"], tags["group"], tags["seed"]) == ("byol", "byol", "byol", "7")
+    meta = TrialMeta("pretrain", "pretrain", group="byol", method="byol", dataset="synthetic")
+    config = trial_space({"method": "byol", "seed": 7, "lr": 0.001}, meta, "byol/seed7")
+    tags = trial_tags(config, "pretrain")
+    assert (tags["method"], tags["track"], tags["group"], tags["seed"], tags["sweep"]) == (
+        "byol", "byol", "byol", "7", "pretrain")
+    assert trial_params(config) == {"method": "byol", "seed": 7, "lr": 0.001}
+    ssl = trial_space({"seed": 7}, meta.replace(stage="eval", pretrained_uri="/s/p/byol-x"), "ssl_finetune[byol]@0.1")
+    assert trial_params(ssl) == {"seed": 7, "pretrained_uri": "/s/p/byol-x"}  # where its encoder came from
+
+
+def test_a_meta_key_typo_is_an_error_not_a_silent_new_key():
+    from ssrl.tune.meta import split
+
+    config = trial_space({"seed": 1}, TrialMeta("fewshot", "eval", group="scratch@N70", n_labelled=70), "scratch@N70")
+    training, meta = split(config)
+    assert training == {"seed": 1} and meta.n_labelled == 70 and meta.fraction is None
+    config["meta"]["n_labeled"] = 70
+    with pytest.raises(ValueError, match="unknown key.*n_labeled"):
+        split(config)
+    with pytest.raises(TypeError):
+        TrialMeta("fewshot", "eval").replace(cell_track="scratch")
 
 
 def test_credentials_never_printed():
