@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
@@ -84,8 +84,8 @@ class PretrainConfig(DataSettings):
         if self.selection not in SELECTIONS:
             raise ConfigError(f"selection {self.selection!r} is unknown; use one of {', '.join(SELECTIONS)} "
                               "(pretraining chooses its encoder without labels)")
-        _positive(self, "epochs", "batch_size", "lr", "temperature", "proj_dim", "mask_seconds")
-        _nonnegative(self, "max_pool", "probe_every", "probe_size", "weight_decay", "decoder_width")
+        require_positive(self, "epochs", "batch_size", "lr", "temperature", "proj_dim", "mask_seconds")
+        require_nonnegative(self, "max_pool", "probe_every", "probe_size", "weight_decay", "decoder_width")
         if not (0.0 < self.mask_ratio < 1.0 and 0.0 <= self.mask_leads < 1.0):
             raise ConfigError(f"mask_ratio {self.mask_ratio} / mask_leads {self.mask_leads} out of range; "
                               "use 0 < mask_ratio < 1 and 0 <= mask_leads < 1")
@@ -117,8 +117,8 @@ class FinetuneConfig(DataSettings):
             raise ConfigError(f"track {self.track!r} is unknown; use one of {', '.join(TRACKS)}")
         if not 0.0 < self.fraction <= 1.0:
             raise ConfigError(f"fraction {self.fraction} is out of range; use 0 < fraction <= 1")
-        _positive(self, "epochs", "patience", "batch_size", "lr", "eval_batch_size")
-        _nonnegative(self, "n_per_class", "weight_decay", "collapse_epoch")
+        require_positive(self, "epochs", "patience", "batch_size", "lr", "eval_batch_size")
+        require_nonnegative(self, "n_per_class", "weight_decay", "collapse_epoch")
         if self.bn_stats not in BN_STATS:
             raise ConfigError(f"bn_stats {self.bn_stats!r} is unknown; use one of {', '.join(BN_STATS)}")
         if TRACKS[self.track].init == "ssl" and not self.pretrained:
@@ -146,27 +146,47 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def to_json(cfg: Any) -> str:
-    """A config as a JSON string, sorted for stable hashes."""
-    return json.dumps(to_dict(cfg), sort_keys=True)
-
-
 def _coerce(cls: type, name: str, value: Any) -> Any:
-    default = next(f.default for f in fields(cls) if f.name == name)
-    if isinstance(default, bool) or value is None:
+    """A setting's value as its field's type: numbers from numbers or numeric text (YAML reads 5e-3 as text),
+    never from true/false; a [low, high] range for a tuple field. One rule for every config and sweep section."""
+    kind = _annotation(next(f.type for f in fields(cls) if f.name == name))
+    if value is None or kind not in ("bool", "int", "float", "str", "tuple"):
         return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"setting {name}={value!r} must be true or false")
+        return value
+    if kind == "tuple":
+        return _range(name, value)
+    if kind == "str":
+        return str(value)
     try:
-        if isinstance(default, int) and not isinstance(value, bool):
-            if float(value) != int(float(value)):
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(value)
+        if kind == "int":
+            if number != int(number):
                 raise ValueError
-            return int(float(value))
-        if isinstance(default, float):
-            return float(value)
-        if isinstance(default, str):
-            return str(value)
+            return int(number)
+        return number
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"setting {name}={value!r} must be {'a whole number' if kind == 'int' else 'a number'}") from None
+
+
+def _annotation(t: Any) -> str:
+    """'int' for a field annotated int (a string under postponed annotations), 'tuple' for tuple[float, float]."""
+    text = t if isinstance(t, str) else getattr(t, "__name__", str(t))
+    return text.split("|")[0].split("[")[0].strip()
+
+
+def _range(name: str, value: Any) -> tuple[float, float]:
+    try:
+        lo, hi = (float(x) for x in value)
     except (TypeError, ValueError):
-        raise ConfigError(f"setting {name}={value!r} is not a {type(default).__name__}") from None
-    return value
+        lo = hi = math.nan
+    if not 0 < lo <= hi:
+        raise ConfigError(f"setting {name}={value!r} must be [low, high] with 0 < low <= high")
+    return lo, hi
 
 
 def _check_common(cfg: DataSettings) -> None:
@@ -176,13 +196,15 @@ def _check_common(cfg: DataSettings) -> None:
         raise ConfigError(f"precision {cfg.precision!r} is unknown; use one of {', '.join(PRECISIONS)}")
 
 
-def _positive(cfg: Any, *names: str) -> None:
+def require_positive(cfg: Any, *names: str) -> None:
+    """ConfigError unless every named setting of cfg is > 0."""
     for n in names:
         if not getattr(cfg, n) > 0:
             raise ConfigError(f"setting {n}={getattr(cfg, n)!r} must be > 0")
 
 
-def _nonnegative(cfg: Any, *names: str) -> None:
+def require_nonnegative(cfg: Any, *names: str) -> None:
+    """ConfigError unless every named setting of cfg is >= 0."""
     for n in names:
         if getattr(cfg, n) < 0:
             raise ConfigError(f"setting {n}={getattr(cfg, n)!r} must be >= 0")

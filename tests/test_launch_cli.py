@@ -111,7 +111,7 @@ def test_bad_arguments(launch, capsys, out, argv, expect):
     ({"scales.smoke.fractions": [0.0, 1.0]}, "fraction 0.0 is out of range"),
     ({"scales.smoke.fractions": [0.5, 1.5]}, "fraction 1.5 is out of range"),
     ({"scales.smoke.seeds": [42, 42]}, "without repeats"),
-    ({"scales.smoke.resources.max_failures": -1}, "max_failures=-1 must be positive"),
+    ({"scales.smoke.resources.max_failures": -1}, "max_failures=-1 must be >= 0"),
     ({"scales.smoke.tracks": ["supervised", "ssl_finetun"]}, "track 'ssl_finetun' is unknown"),
     ({"scales.smoke.resources.cpus_per_trial": "two"}, "cpus_per_trial='two' must be a number"),
     ({"scales.smoke.resources.checkpoint_every": 2.5}, "checkpoint_every=2.5 must be a whole number"),

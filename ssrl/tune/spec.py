@@ -10,7 +10,15 @@ from typing import Any
 
 import yaml
 
-from ssrl.config import TRACKS, ConfigError, FinetuneConfig, PretrainConfig, from_dict
+from ssrl.config import (
+    TRACKS,
+    ConfigError,
+    FinetuneConfig,
+    PretrainConfig,
+    from_dict,
+    require_nonnegative,
+    require_positive,
+)
 from ssrl.errors import SweepError  # defined there so that error types import without Ray
 from ssrl.kinds import KINDS, SweepKind, n_classes
 from ssrl.report.tables import track_label
@@ -36,6 +44,10 @@ class Search:
     grace_period: int = 3
     reduction_factor: int = 3
 
+    def __post_init__(self) -> None:
+        require_positive(self, "samples_per_group", "epochs", "grace_period", "reduction_factor")
+        require_nonnegative(self, "seed")
+
 
 @dataclass(frozen=True)
 class Resources:
@@ -45,6 +57,10 @@ class Resources:
     gpus_per_trial: float = 0
     checkpoint_every: int = 1
     max_failures: int = 2  # retries of a trial that raised or lost its node (0 = none), each from its checkpoint
+
+    def __post_init__(self) -> None:
+        require_positive(self, "checkpoint_every")
+        require_nonnegative(self, "cpus_per_trial", "gpus_per_trial", "max_failures")
 
 
 @dataclass(frozen=True)
@@ -150,7 +166,7 @@ def _resolve(name: str, scale: str, path: Path, raw: dict) -> SweepSpec:
         raise ConfigError(f"seeds {list(seeds)} must be a non-empty list without repeats")
     data = merged.get("data") or {}
     _no_unknown(data, {"records"}, "data")
-    res = Resources(**_typed(Resources, merged.get("resources") or {}, "resources"))
+    res = _typed(Resources, merged.get("resources") or {}, "resources")
     train = dict(merged.get("train") or {})
     common = {"seeds": seeds, "train": train, "resources": res, "data_records": int(data.get("records", 2000))}
     if not kind.evaluates:
@@ -207,7 +223,7 @@ def _search(raw: dict, train: dict, track_train: dict) -> Search:
     if "epochs" in raw:
         raise ConfigError("search.epochs is not a setting: the search trains with the evaluation's epoch "
                           "budget and learning-rate schedule (train.epochs); remove it")
-    search = Search(**_typed(Search, raw, "search"))
+    search = _typed(Search, raw, "search")
     epochs = int(train.get("epochs", FinetuneConfig.epochs))
     own = sorted(t for t, o in track_train.items() if int(o.get("epochs", epochs)) != epochs)
     if search.enabled and own:
@@ -249,23 +265,10 @@ def _no_unknown(d: dict, known: set[str], where: str) -> None:
         raise ConfigError(f"unknown key(s) {', '.join(unknown)} in {where}; known: {', '.join(sorted(known))}")
 
 
-def _typed(cls: type, d: dict, where: str) -> dict:
+def _typed(cls: type, d: dict, where: str) -> Any:
+    """A sweep-file section as its dataclass: the keys it knows, values coerced and checked as every config's."""
     _no_unknown(d, set(cls.__dataclass_fields__), where)
-    out = {}
-    for k, v in d.items():
-        default = cls.__dataclass_fields__[k].default
-        if isinstance(default, tuple):
-            lo, hi = (float(x) for x in v)
-            if not 0 < lo <= hi:
-                raise ConfigError(f"{where}.{k} must be [low, high] with 0 < low <= high")
-            out[k] = (lo, hi)
-        elif isinstance(default, bool):
-            out[k] = bool(v)
-        else:
-            kind = float if cls.__dataclass_fields__[k].type in ("float", float) else int  # annotation
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind is int and v != int(v)):
-                raise ConfigError(f"{where}.{k}={v!r} must be {'a number' if kind is float else 'a whole number'}")
-            out[k] = kind(v)
-            if out[k] < 0 or (out[k] == 0 and k not in ("gpus_per_trial", "cpus_per_trial", "seed", "max_failures")):
-                raise ConfigError(f"{where}.{k}={v!r} must be positive")
-    return out
+    try:
+        return from_dict(cls, d)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from ssrl.tune.spec import SweepError, load_sweep
+from ssrl.tune.spec import SCALES, SweepError, load_sweep
 
 
 def test_fewshot_refuses_augmentations_that_change_heart_rate(edited_sweeps):
@@ -17,7 +17,7 @@ def test_fewshot_refuses_augmentations_that_change_heart_rate(edited_sweeps):
     assert load_sweep("scarcity", "paper", sweeps).track_train["supervised"]["augment"] == "strong_resize"
 
 
-@pytest.mark.parametrize("scale", ["smoke", "demo", "cpu", "paper"])
+@pytest.mark.parametrize("scale", SCALES)
 def test_search_trains_with_the_evaluations_epochs(scale):
     """Same epoch budget, hence the same cosine schedule, as the evaluation it chooses for."""
     for name in ("fewshot", "scarcity"):
@@ -50,7 +50,7 @@ def test_the_hand_crafted_control_is_not_searched(edited_sweeps):
     assert [c.group for c in spec.searched_cells] == ["scratch@N70"] and len(spec.cells) == 2
 
 
-@pytest.mark.parametrize("scale", ["smoke", "demo", "cpu", "paper"])
+@pytest.mark.parametrize("scale", SCALES)
 def test_paper_scale_pretrains_one_encoder_per_evaluation_seed(scale):
     """At paper scale the pretrain sweep pretrains every evaluation seed (the runner then pairs them)."""
     pre = load_sweep("pretrain", scale)
@@ -138,18 +138,24 @@ def test_fixed_lr_control_matches_the_fewshot_cpu_scale_but_for_the_search(lr):
         load_sweep("pretrain", "cpu"), path=control.path.parent / "pretrain.yaml")
 
 
-def test_full_pool_pretraining_differs_from_the_cpu_scale_only_in_pool_and_epochs():
-    """bench/full_pool measures what more pretraining buys: everything but the pool and the epochs (and when the
-    monitor probes) must stay the cpu scale's, and its scarcity and few-shot sweeps are the ones compared with."""
-    from ssrl.tune.spec import SWEEPS_DIR
-
-    folder = SWEEPS_DIR.parent / "bench" / "full_pool"
-    big, cpu = load_sweep("pretrain", "cpu", folder), load_sweep("pretrain", "cpu")
+def test_cpu_full_scale_differs_from_the_cpu_scale_only_in_what_it_says():
+    """cpu-full measures what more pretraining and longer fine-tuning buy: pretraining differs from the cpu
+    scale only in the pool, the epochs (and when the monitor probes); scarcity adds fractions and epochs; the
+    few-shot sweep is the cpu scale's at one learning rate, its conditions the cpu scale's own cells."""
+    big, cpu = load_sweep("pretrain", "cpu-full"), load_sweep("pretrain", "cpu")
     assert (big.train["max_pool"], big.train["epochs"]) == (0, 10) and cpu.train["max_pool"] > 0
     changed = {"max_pool", "epochs", "probe_every"}
     assert {k: v for k, v in big.train.items() if k not in changed} == {
         k: v for k, v in cpu.train.items() if k not in changed}
     assert (big.methods, big.seeds, big.resources) == (cpu.methods, cpu.seeds, cpu.resources)
-    assert load_sweep("scarcity", "cpu", folder).cells == load_sweep("scarcity", "cpu").cells
-    control = SWEEPS_DIR.parent / "bench" / "fewshot_fixed_lr" / "lr5e-3"
-    assert load_sweep("fewshot", "cpu", folder).cells == load_sweep("fewshot", "cpu", control).cells
+    sc, sc_cpu = load_sweep("scarcity", "cpu-full"), load_sweep("scarcity", "cpu")
+    assert {c.fraction for c in sc.cells} == {0.01, 0.05, 0.10, 0.25} and not sc.search.enabled
+    assert {(c.track, c.method) for c in sc.cells} == {(c.track, c.method) for c in sc_cpu.cells}
+    assert set(sc_cpu.cells) < set(sc.cells) and sc.seeds == sc_cpu.seeds
+    assert (sc.train["epochs"], sc.train["patience"]) == (30, 10)
+    fs, fs_cpu = load_sweep("fewshot", "cpu-full"), load_sweep("fewshot", "cpu")
+    assert not fs.search.enabled and float(fs.train["lr"]) == 5e-3
+    assert set(fs.cells) <= set(fs_cpu.cells) and {c.track for c in fs.cells} >= {"scratch", "ssl", "hrv_logreg"}
+    assert (fs.seeds, fs.pretrain_methods) == (fs_cpu.seeds, fs_cpu.pretrain_methods)
+    for key in ("encoder", "epochs", "patience", "batch_size", "weight_decay"):
+        assert fs.train[key] == fs_cpu.train[key], key
