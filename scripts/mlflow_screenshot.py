@@ -114,7 +114,7 @@ _LAYOUT_JS = r"""
 # Remove every parallel-coordinates chip but the track; the metrics are typed in afterwards.
 _CHIPS_JS = r"""
 [...document.querySelectorAll('[class*=select-selection-item-remove]')]
-  .filter(x => x.parentElement.innerText.trim() !== 'cell_track').forEach(x => x.click())
+  .filter(x => x.parentElement.innerText.trim() !== 'track').forEach(x => x.click())
 """
 PLOT_METRICS = ("test_macro_auroc", "best_epoch")
 
