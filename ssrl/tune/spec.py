@@ -152,10 +152,7 @@ def load_sweep(name: str, scale: str, sweeps_dir: Path = SWEEPS_DIR) -> SweepSpe
 
 def _resolve(name: str, scale: str, path: Path, raw: dict) -> SweepSpec:
     scales = raw.get("scales") or {}
-    for where in (raw, *[v for v in scales.values() if isinstance(v, dict)]):
-        if "pretrain_method" in where:
-            raise ConfigError(f"pretrain_method is now pretrain_methods, a list: write pretrain_methods: "
-                              f"[{where['pretrain_method']}]")
+    _renamed_keys(raw, scales)
     kind = KINDS[name]
     _no_unknown(raw, kind.keys, "top level")
     _no_unknown(scales, set(SCALES), "scales")
@@ -200,6 +197,14 @@ def _resolve(name: str, scale: str, path: Path, raw: dict) -> SweepSpec:
     search = _search(merged.get("search") or {}, train, track_train)
     return SweepSpec(name, scale, path, task=task, metric=metric, cells=cells, track_train=track_train,
                      search=search, pretrain_methods=methods, **common)
+
+
+def _renamed_keys(raw: dict, scales: dict) -> None:
+    """A key an older sweep file used is an error saying what it is called now."""
+    for where in (raw, *[v for v in scales.values() if isinstance(v, dict)]):
+        if "pretrain_method" in where:
+            raise ConfigError(f"pretrain_method is now pretrain_methods, a list: write pretrain_methods: "
+                              f"[{where['pretrain_method']}]")
 
 
 def _methods(raw: Any) -> tuple[str, ...]:
