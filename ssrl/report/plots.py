@@ -98,7 +98,7 @@ def plot_fewshot(results: dict[str, Any], path: str | os.PathLike) -> Path:
     for i, r in enumerate(rates):
         ax2.text(i, 100 * (r or 0.0) + 2, "n/a" if r is None else f"{100 * r:.0f} %", ha="center", fontsize=8)
     ax2.set_ylim(0, 110)
-    ax2.set_xticks(x, names, rotation=20, ha="right")
+    ax2.set_xticks(x, names, rotation=45, ha="right", fontsize=8)  # the narrower panel: labels would overlap
     ax2.set_ylabel("collapse rate (%)")
     ax2.set_title("collapse: best val epoch <= 1")
     for ax in (ax1, ax2):
