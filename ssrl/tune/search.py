@@ -46,7 +46,22 @@ def _set_props(obj: Any, metric: str | None, mode: str | None) -> bool:
     return True
 
 
-class GroupedASHA(FIFOScheduler):
+class _PickledState:
+    """save/restore for Tuner.restore: the whole state pickled (a scheduler's rungs of every group, a
+    searcher's study of every group)."""
+
+    def save(self, checkpoint_path: str) -> None:
+        """Pickle this object's state."""
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Load state written by save()."""
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+
+class GroupedASHA(_PickledState, FIFOScheduler):
     """Asynchronous successive halving run separately per ``config[group_key]``."""
 
     def __init__(
@@ -128,15 +143,6 @@ class GroupedASHA(FIFOScheduler):
         lines += [f"[{g}] {a.debug_string()}" for g, a in sorted(self._asha.items())]
         return "\n".join(lines)
 
-    def save(self, checkpoint_path: str) -> None:
-        """Pickle the scheduler state (all groups' rungs)."""
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        """Load state written by save()."""
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
 
 
 def group_seed(seed: int, group: str) -> int:
@@ -144,7 +150,7 @@ def group_seed(seed: int, group: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{group}".encode()).digest()[:4], "big")
 
 
-class GroupedOptunaSearch(Searcher):
+class GroupedOptunaSearch(_PickledState, Searcher):
     """One Optuna TPE study per group, seeded per group; each group gets exactly its budget of trials."""
 
     def __init__(
@@ -274,15 +280,6 @@ class GroupedOptunaSearch(Searcher):
             result = {**(result or {}), self.metric: best}
         self._studies[group].on_trial_complete(trial_id, result=result, error=error)
 
-    def save(self, checkpoint_path: str) -> None:
-        """Pickle the searcher with every group's study (for Tuner.restore)."""
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        """Load state written by save()."""
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
 
 
 def _best_value(result: Any, metric: str, mode: str) -> float | None:
