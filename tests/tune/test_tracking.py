@@ -13,6 +13,7 @@ import pytest
 from helpers import stage_runs
 from mlflow.tracking import MlflowClient
 
+from ssrl.config import FinetuneConfig
 from ssrl.tune import runner, server
 from ssrl.tune.meta import TrialMeta, trial_space
 from ssrl.tune.server import free_port
@@ -56,7 +57,11 @@ def check_tracked(client: MlflowClient, results: dict) -> None:
         assert m.get("collapsed") == (None if row["collapsed"] is None else int(row["collapsed"]))  # None: frozen
         params = run.data.params
         assert params["seed"] == str(row["seed"]) and float(params["lr"]) == pytest.approx(row["lr"])
-        assert len(params) >= 20  # the whole flattened trial config
+        # params are the trial's training config (and where its encoder came from); what the trial is, in tags
+        training = {f.name for f in dataclasses.fields(FinetuneConfig)}
+        assert {"lr", "weight_decay", "epochs", "batch_size", "track", "fraction", "bn_stats"} <= set(params)
+        assert set(params) - {"pretrained_uri", "precision_used"} <= training  # precision_used: what it ran at
+        assert ("pretrained_uri" in params) == bool(cell.get("method"))
         for name in ("train_loss", "val_score") + (("lr",) if cell["track"] != "hrv_logreg" else ()):
             steps = [h.step for h in client.get_metric_history(run.info.run_id, name)]
             assert steps == list(range(1, row["epochs_run"] + 1)), (name, steps)
