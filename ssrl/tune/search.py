@@ -144,7 +144,6 @@ class GroupedASHA(_PickledState, FIFOScheduler):
         return "\n".join(lines)
 
 
-
 def group_seed(seed: int, group: str) -> int:
     """The sampler seed of one group: derived from the search seed and the group name (stable across runs)."""
     return int.from_bytes(hashlib.sha256(f"{seed}:{group}".encode()).digest()[:4], "big")
@@ -279,7 +278,6 @@ class GroupedOptunaSearch(_PickledState, Searcher):
         if self._objective == "best" and best is not None and not error:
             result = {**(result or {}), self.metric: best}
         self._studies[group].on_trial_complete(trial_id, result=result, error=error)
-
 
 
 def _best_value(result: Any, metric: str, mode: str) -> float | None:
