@@ -1,6 +1,6 @@
 """Per-group search and early stopping inside one Tuner.
 
-Every trial config carries a group name (``config["group"]``, e.g. ``"ssl_finetune@0.1"``).
+Every trial config carries a group name (``config["group"]``, e.g. ``"ssl_finetune[simclr]@0.1"`` or ``"scratch@N70"``).
 ``GroupedASHA`` keeps one ASHA per group, so a trial is only ever compared with trials of its
 own group; ``GroupedOptunaSearch`` keeps one TPE study per group, seeded from the search seed and the
 group name, and gives each group exactly its budget of trials (round-robin), merging the group's fixed
@@ -317,9 +317,3 @@ def best_per_group(results: Iterable[Any], metric: str, mode: str = "max",
         if old is None or (score > old["score"] if mode == "max" else score < old["score"]):
             best[group] = {"config": dict(config), "score": score, "path": getattr(result, "path", None)}
     return {g: {**b, "n_trials": counts[g]} for g, b in best.items()}
-
-
-def best_config_per_group(results: Iterable[Any], metric: str, mode: str = "max",
-                          group_key: str = GROUP_KEY) -> dict[str, dict[str, Any]]:
-    """Per group, the config of the trial whose best reported metric is best (ties: first seen)."""
-    return {g: b["config"] for g, b in best_per_group(results, metric, mode, group_key).items()}

@@ -13,7 +13,6 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, TrialScheduler
 from ssrl.tune.search import (
     GroupedASHA,
     GroupedOptunaSearch,
-    best_config_per_group,
     best_per_group,
     group_seed,
 )
@@ -145,7 +144,7 @@ def test_grouped_optuna_rejects_bad_setup():
         GroupedOptunaSearch(SPACE, GROUPS, 1).suggest("t0")
 
 
-def test_best_config_per_group_uses_best_so_far():
+def test_best_per_group_uses_best_so_far():
     def res(group, tag, scores, error=None):
         return SimpleNamespace(config={"group": group, "tag": tag}, error=error, path=tag,
                                metrics={"score": scores[-1]}, metrics_dataframe=pd.DataFrame({"score": scores}))
@@ -153,7 +152,7 @@ def test_best_config_per_group_uses_best_so_far():
     results = [res("A", "peaked", [0.5, 0.9, 0.3]), res("A", "steady", [0.6, 0.7]),
                res("B", "nan", [math.nan, 0.2]), res("B", "ok", [0.1, 0.15]),
                res("B", "crashed", [0.99], error=RuntimeError("boom"))]
-    assert {g: c["tag"] for g, c in best_config_per_group(results, "score", "max").items()} == {
+    assert {g: b["config"]["tag"] for g, b in best_per_group(results, "score", "max").items()} == {
         "A": "peaked", "B": "nan"}
     assert best_per_group(results, "score", "min")["A"]["score"] == pytest.approx(0.3)
     assert {g: b["n_trials"] for g, b in best_per_group(results, "score").items()} == {"A": 2, "B": 2}
@@ -212,7 +211,7 @@ def test_grouped_optuna_in_tuner(ray_session):
         assert {k: r.config[k] for k in fixed} == fixed and r.config["sweep"] == "test"
         assert 1e-4 <= r.config["lr"] <= 1e-1 and 1e-6 <= r.config["weight_decay"] <= 1e-2
     assert {g: len(v) for g, v in by_group.items()} == {"A": 3, "B": 2}
-    best = best_config_per_group(grid, "score", "max")
+    best = {g: b["config"] for g, b in best_per_group(grid, "score", "max").items()}
     for g, results in by_group.items():
         top = max(results, key=lambda r: r.metrics_dataframe["score"].max())
         assert best[g]["lr"] == top.config["lr"] and best[g]["group"] == g
