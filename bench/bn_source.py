@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("eval_dir", type=Path, help="the run storage's fewshot-<run id>-eval folder")
     p.add_argument("--json", type=Path, help="write every trial's scores here")
-    p.add_argument("--groups", nargs="*", help="only these groups (e.g. ssl@N70 ssl@N70:running)")
+    p.add_argument("--groups", nargs="*", help="only these groups (e.g. ssl[simclr]@N70 ssl[simclr]@N70:running)")
     args = p.parse_args(argv)
     rows = []
     for trial in sorted(args.eval_dir.glob("finetune_trainable_*")):

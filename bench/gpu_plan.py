@@ -28,7 +28,7 @@ class Job:
     """One trial: its kind, a name, its flat config and, for SSL tracks, the pretraining it waits for."""
 
     kind: str  # "pretrain" | "finetune"
-    name: str  # e.g. "pretrain/simclr/seed42" or "ssl_finetune@0.1/seed52"
+    name: str  # e.g. "pretrain/simclr/seed42" or "ssl_finetune[simclr]@0.1/seed52"
     config: dict
     group: str = ""
     needs: str = ""  # name of the job whose encoder it fine-tunes

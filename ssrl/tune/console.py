@@ -154,7 +154,7 @@ def duration(seconds: float) -> str:
 
 
 def trial_label(stage: str, trial: Any) -> str:
-    """'eval ssl_finetune@0.25 seed 42' (a pretraining: 'pretrain simclr seed 0')."""
+    """'eval ssl_finetune[simclr]@0.25 seed 42' (a pretraining: 'pretrain simclr seed 0')."""
     training, meta = split(trial.config)
     return f"{stage} {meta.group or trial.trial_id} seed {training.get('seed', '?')}"
 

@@ -153,7 +153,7 @@ def trial_tags(config: dict[str, Any], stage: str) -> dict[str, str]:
 
 
 def run_name(tags: dict[str, str], trial_id: str) -> str:
-    """A readable run name: 'ssl_finetune@0.25-seed42' for eval, the trial id added for search."""
+    """A readable run name: 'ssl_finetune[simclr]@0.25-seed42' for eval, the trial id added for search."""
     base = f"{tags.get('group', tags.get('stage', 'trial'))}-seed{tags.get('seed', '?')}"
     return base if tags.get("stage") == "eval" else f"{tags.get('stage')}-{base}-{trial_id}"
 
