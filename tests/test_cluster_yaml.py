@@ -1,8 +1,9 @@
-"""cluster.yaml passes Ray's own autoscaler validation, offline, and stays free of secrets."""
+"""cluster.yaml and cluster-onprem.yaml pass Ray's own autoscaler validation, offline, and stay free of secrets."""
 
 from __future__ import annotations
 
 import copy
+import ipaddress
 import re
 import shlex
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import yaml
 
 CLUSTER_YAML = Path(__file__).resolve().parents[1] / "cluster.yaml"
+ONPREM_YAML = CLUSTER_YAML.with_name("cluster-onprem.yaml")
 SECRET_WORDS = ("aws_access_key_id", "aws_secret_access_key", "password", "token", "secret",
                 "ssh_private_key", "keyname")
 HYPERPARAMETERS = ("learning_rate", "--lr", "weight_decay", "batch_size", "epochs", "temperature")
@@ -19,6 +21,11 @@ HYPERPARAMETERS = ("learning_rate", "--lr", "weight_decay", "batch_size", "epoch
 @pytest.fixture(scope="module")
 def raw() -> dict:
     return yaml.safe_load(CLUSTER_YAML.read_text())
+
+
+@pytest.fixture(scope="module")
+def onprem() -> dict:
+    return yaml.safe_load(ONPREM_YAML.read_text())
 
 
 def _walk(node, path=()):
@@ -146,6 +153,9 @@ def test_project_and_data_setup(raw):
     (project,) = [Requirement(r) for r in re.findall(r'^\s*"(ray\[[^"]*)"', pyproject, re.M)]
     (version,) = [spec.version for spec in pin.specifier if spec.operator == "=="]
     assert project.specifier.contains(version), (str(pin), str(project))
+    # the `cluster` extra (what a head needs for `ray job submit`) keeps the project's Ray bound
+    (extra,) = [Requirement(r) for r in re.findall(r'^cluster = \["(ray\[[^"]*)"\]', pyproject, re.M)]
+    assert "default" in extra.extras and extra.specifier == project.specifier, (str(extra), str(project))
     # the data: fetched once into the folder the shell's SSRL_DATA_ROOT names
     (csv,) = [a[2] for a in argvs if a[:2] == ["test", "-f"] and a[2].endswith("/ptbxl_database.csv")]
     data_root = re.search(r"SSRL_DATA_ROOT=([^\s'\"]+)", " ".join(raw["setup_commands"])).group(1)
@@ -154,7 +164,64 @@ def test_project_and_data_setup(raw):
     assert url.startswith("https://physionet.org/") and url.endswith("-1.0.3.zip")
 
 
-def test_no_hyperparameters():
-    text = CLUSTER_YAML.read_text().lower()
+@pytest.mark.parametrize("path", [CLUSTER_YAML, ONPREM_YAML], ids=lambda p: p.name)
+def test_no_hyperparameters(path):
+    text = path.read_text().lower()
     for word in HYPERPARAMETERS:
-        assert word not in text, f"hyperparameter-like {word!r} in cluster.yaml (belongs in sweeps/)"
+        assert word not in text, f"hyperparameter-like {word!r} in {path.name} (belongs in sweeps/)"
+
+
+# cluster-onprem.yaml: Ray's local node provider, hosts reached over SSH
+
+def test_onprem_passes_what_ray_up_checks_before_ssh(onprem):
+    """`ray up`'s own preparation (defaults, the local provider's node type, schema, bootstrap) accepts it."""
+    from ray.autoscaler._private.commands import _bootstrap_config
+
+    prepared = _bootstrap_config(copy.deepcopy(onprem), no_config_cache=True)
+    provider, workers = prepared["provider"], onprem["provider"]["worker_ips"]
+    assert provider["type"] == "local" and prepared["auth"]["ssh_user"]
+    (node_type,) = prepared["available_node_types"].values()
+    assert node_type["min_workers"] == node_type["max_workers"] == len(workers)  # every named host joins
+    # placeholders from the documentation ranges (RFC 5737), never a real lab's hosts
+    hosts = [ipaddress.ip_address(provider["head_ip"]), *map(ipaddress.ip_address, workers)]
+    docs = [ipaddress.ip_network(n) for n in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24")]
+    assert all(any(h in n for n in docs) for h in hosts) and len(set(hosts)) == len(hosts), hosts
+
+
+@pytest.mark.parametrize(("edit", "error"), [
+    (lambda r: r.update(available_node_types={"gpu": {}}), "available_node_types is not supported"),
+    (lambda r: r["provider"].pop("head_ip"), "Please supply a `head_ip`"),
+    (lambda r: r["provider"].update(worker_ips="192.0.2.11"), "is not of type 'array'"),
+    (lambda r: r.update(setup_command=[]), "'setup_command' was unexpected"),
+])
+def test_onprem_validation_refuses_a_broken_copy(onprem, edit, error):
+    from ray.autoscaler._private.commands import _bootstrap_config
+
+    bad = copy.deepcopy(onprem)
+    edit(bad)
+    with pytest.raises(Exception, match=re.escape(error)):
+        _bootstrap_config(bad, no_config_cache=True)
+
+
+SHARED = ("file_mounts", "rsync_exclude", "rsync_filter", "initialization_commands", "setup_commands",
+          "worker_setup_commands", "head_start_ray_commands", "worker_start_ray_commands")
+
+
+def test_onprem_sets_up_like_cluster_yaml(raw, onprem):
+    """The same checkout, venv, data, Ray start and MLflow server as on AWS (those are tested above); only
+    the provider, SSH and the AWS-only head set-up (boto3) differ."""
+    for key in SHARED:
+        assert onprem[key] == raw[key], key
+    assert onprem["head_setup_commands"] == [] and "boto3" in " ".join(raw["head_setup_commands"])
+    assert set(onprem) == set(SHARED) | {"cluster_name", "provider", "auth", "head_setup_commands"}
+
+
+def test_onprem_no_secrets(onprem):
+    """No credentials: an SSH key may be named by its path (Ray copies it to the head), never pasted in."""
+    text = ONPREM_YAML.read_text().lower()
+    for word in set(SECRET_WORDS) - {"ssh_private_key"}:
+        assert word not in text, f"{word!r} appears in cluster-onprem.yaml"
+    assert "private key-----" not in text and not re.search(r"akia[0-9a-z]{16}", text)
+    key = onprem["auth"].get("ssh_private_key")
+    assert key is None or (key.startswith(("~/", "/")) and "\n" not in key)
+    assert set(onprem["auth"]) <= {"ssh_user", "ssh_private_key"}
