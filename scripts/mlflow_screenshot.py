@@ -31,11 +31,13 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from ssrl.tune import server
 from ssrl.tune.describe import ui_page
-from ssrl.tune.server import free_port, stop
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the tests' local MLflow server
+import local_mlflow  # noqa: E402
+from local_mlflow import free_port, stop  # noqa: E402
+
 TRACKS = ("ssl_finetune", "supervised")
 # The browser reaches the server as http://HOST:PORT (mapped to 127.0.0.1): the UI opens its chat
 # assistant side panel on a first visit to localhost, which would cover a third of the shot.
@@ -86,8 +88,8 @@ def compare_ids(uri: str, run_id: str, fraction: str) -> tuple[str, list[str]]:
 def start_server(uri: str, port: int, log: Path) -> subprocess.Popen:
     """`mlflow server` on 127.0.0.1, reachable as HOST from the browser, once /health answers."""
     hosts = ",".join(f"{h}:{port}" for h in ("127.0.0.1", "localhost", HOST))
-    proc = server.start(uri, port, log, "--allowed-hosts", hosts, "--cors-allowed-origins", f"http://{HOST}:{port}")
-    if not server.wait_healthy(proc, port):
+    proc = local_mlflow.start(uri, port, log, "--allowed-hosts", hosts, "--cors-allowed-origins", f"http://{HOST}:{port}")
+    if not local_mlflow.wait_healthy(proc, port):
         stop(proc)
         sys.exit(f"error: mlflow server did not come up; see {log}")
     return proc

@@ -9,14 +9,14 @@ import re
 from pathlib import Path
 from types import SimpleNamespace
 
+import local_mlflow
 import pytest
 from helpers import stage_runs
 from mlflow.tracking import MlflowClient
 
 from ssrl.config import FinetuneConfig
-from ssrl.tune import runner, server
+from ssrl.tune import runner
 from ssrl.tune.meta import TrialMeta, trial_space
-from ssrl.tune.server import free_port
 from ssrl.tune.spec import Cell, load_sweep
 from ssrl.tune.tracking import Tracker, TrialLogger, connect, redact, scrub
 
@@ -267,20 +267,20 @@ def test_resume_adds_no_duplicate_runs(smoke_runs, synth_root):
 def _server_boot(tmp_path_factory):
     """A real `mlflow server` on 127.0.0.1 in its own process group, started with the module so that its
     boot (10-30 s on two busy cores) overlaps the other tests; stopped by its pid afterwards."""
-    folder, port = tmp_path_factory.mktemp("mlflow-server"), free_port()
-    proc = server.start(f"sqlite:///{folder}/s.db", port, folder / "server.log",
+    folder, port = tmp_path_factory.mktemp("mlflow-server"), local_mlflow.free_port()
+    proc = local_mlflow.start(f"sqlite:///{folder}/s.db", port, folder / "server.log",
                         "--artifacts-destination", str(folder / "artifacts"), cwd=folder)
     try:
         yield SimpleNamespace(proc=proc, port=port, url=f"http://127.0.0.1:{port}", log=folder / "server.log")
     finally:
-        server.stop(proc)
+        local_mlflow.stop(proc)
 
 
 @pytest.fixture
 def mlflow_server(_server_boot):
     """The module's server, once /health answers."""
     boot = _server_boot
-    assert server.wait_healthy(boot.proc, boot.port), boot.log.read_text()[-2000:]
+    assert local_mlflow.wait_healthy(boot.proc, boot.port), boot.log.read_text()[-2000:]
     return boot
 
 

@@ -1,7 +1,8 @@
 """A local `mlflow server` (what `mlflow ui` runs) in its own process group, stopped by its pid.
 
-Used by the tests that track into a real server and by scripts/mlflow_screenshot.py. It binds to
-127.0.0.1 only, with one worker and MLflow's job runner off, so it starts in about ten seconds.
+A test helper (tests/conftest.py puts tests/ on sys.path: `import local_mlflow`), used by the tests that
+track into a real server and by scripts/mlflow_screenshot.py. It binds to 127.0.0.1 only, with one
+worker and MLflow's job runner off, so it starts in about ten seconds.
 """
 
 from __future__ import annotations
