@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ssrl.config import TRACKS, FinetuneConfig, PretrainConfig, from_dict
-from ssrl.train import BEST
+from ssrl.train import HANDED_ON
 from ssrl.tune.spec import Search, SweepSpec, load_sweep
 
 LEFT_OUT = ["search: the per-group Optuna/ASHA search (needs Ray and Optuna); estimated in paper_sweep",
@@ -55,7 +55,7 @@ def plan(scale: str, where: dict, work_dir: Path) -> Plan:
     pre_cfg = {**pspec.train, **where, "method": method, "seed": pspec.seeds[0]}
     from_dict(PretrainConfig, pre_cfg)  # checked now, not in a worker
     pre = Job("pretrain", f"pretrain/{method}/seed{pspec.seeds[0]}", pre_cfg, cost=1e9)
-    encoder = str(work_dir / pre.name / BEST)
+    encoder = str(work_dir / pre.name / HANDED_ON)
     paper_search = load_sweep("scarcity", "paper").search  # what the estimate adds, whatever the scale run
     return Plan(scale, pre, tuple(_finetune_jobs(sspec, where, pre.name, encoder)), paper_search,
                 sum(c.method in ("", method) for c in sspec.cells), len(sspec.seeds))

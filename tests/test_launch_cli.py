@@ -207,11 +207,11 @@ def _published_path(storage: Path, data: Path) -> Path:
 
 def test_published_checkpoint_of_another_encoder(launch, capsys, out, synth_root, cache_dir, tmp_path, smoke):
     from ssrl.models import build_encoder
-    from ssrl.train import BEST, save_encoder
+    from ssrl.train import HANDED_ON, save_encoder
 
     storage = tmp_path / "storage"
     path = _published_path(storage, synth_root)
-    save_encoder(path / BEST, build_encoder("cnn6", width=16), "cnn6", {"width": 16}, {})
+    save_encoder(path / HANDED_ON, build_encoder("cnn6", width=16), "cnn6", {"width": 16}, {})
     refused(launch, capsys, out, smoke("scarcity", out, synth_root, "--storage", str(storage)),
             "holds encoder 'cnn6' {'width': 16}, but pretrain.yaml pretrains 'cnn6' {'width': 8}")
 
@@ -229,13 +229,13 @@ def test_published_checkpoint_that_would_run_code_is_refused(launch, capsys, out
     """The sweep-level twin of tests/train/test_finetune.py::test_pickle_that_runs_code_is_refused."""
     import torch
 
-    from ssrl.train import BEST
+    from ssrl.train import HANDED_ON
 
     storage, marker = tmp_path / "storage", tmp_path / "pwned"
     path = _published_path(storage, synth_root)
-    torch.save({"format": "ssrl-encoder/1", "payload": _RunsCode(marker)}, path / BEST, pickle_protocol=2)
+    torch.save({"format": "ssrl-encoder/1", "payload": _RunsCode(marker)}, path / HANDED_ON, pickle_protocol=2)
     with pytest.raises(pickle.UnpicklingError):  # what weights_only=True stands between
-        torch.load(path / BEST, weights_only=True)
+        torch.load(path / HANDED_ON, weights_only=True)
     refused(launch, capsys, out, smoke("scarcity", out, synth_root, "--storage", str(storage)),
             "refused, not a weights-only ssrl checkpoint")
     assert not marker.exists()

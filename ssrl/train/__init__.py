@@ -3,9 +3,9 @@
 from ssrl.train.checkpoint import CheckpointError, load_encoder, read_checkpoint, save_encoder
 from ssrl.train.finetuning import finetune
 from ssrl.train.loop import TrainingDiverged
-from ssrl.train.pretraining import BEST, LAST, pretrain
+from ssrl.train.pretraining import HANDED_ON, LAST, pretrain
 
 __all__ = [
-    "BEST", "LAST", "CheckpointError", "TrainingDiverged", "finetune", "load_encoder", "pretrain",
+    "HANDED_ON", "LAST", "CheckpointError", "TrainingDiverged", "finetune", "load_encoder", "pretrain",
     "read_checkpoint", "save_encoder",
 ]

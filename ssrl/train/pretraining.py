@@ -31,10 +31,11 @@ from ssrl.train.loop import (
 from ssrl.train.metrics import val_score
 from ssrl.train.precision import autocast, resolve_precision
 
-# BEST is the encoder handed to fine-tuning: chosen without labels (selection "last": the last epoch),
-# so no label of any split touches pretraining. LAST is the last epoch too; both names stay for the
-# published layout (<storage>/pretrained/<key>/).
-BEST, LAST = "encoder_best.pt", "encoder_last.pt"
+# HANDED_ON is the encoder handed to fine-tuning, chosen without labels (selection "last": the last
+# epoch's, written once when training ends), so no label of any split touches pretraining. LAST is the
+# latest epoch's, written every epoch. The file names stay as the published layout
+# (<storage>/pretrained/<key>/) has them, "best" included.
+HANDED_ON, LAST = "encoder_best.pt", "encoder_last.pt"
 
 
 class Probe:
@@ -150,13 +151,13 @@ def pretrain(cfg: PretrainConfig, report: Report, out_dir: Path) -> dict:
         row.update(precision=precision, **meta)
         if probe is not None and (epoch % cfg.probe_every == 0 or epoch == cfg.epochs):
             row["probe_score"] = probe.score(method.encoder)  # logged, never used to pick an epoch
-        # the handed-on encoder (BEST) is the last epoch's, so it is written once, when training ends
-        for name in (LAST, BEST) if epoch == cfg.epochs else (LAST,):
+        # the handed-on encoder is the last epoch's, so it is written once, when training ends
+        for name in (LAST, HANDED_ON) if epoch == cfg.epochs else (LAST,):
             save_encoder(out_dir / name, method.encoder, cfg.encoder, kwargs, to_dict(cfg), epoch=epoch,
                          selection=cfg.selection)
 
     params = [p for p in method.parameters() if p.requires_grad]
     history = fit(method, params, (cfg.lr, cfg.weight_decay, cfg.epochs), gens, step, after, report, out_dir).history
     final = dict(history[-1]) if history else {}
-    final.update(done=True, checkpoint=str(out_dir / BEST), n_pool=len(pool), selection=cfg.selection)
+    final.update(done=True, checkpoint=str(out_dir / HANDED_ON), n_pool=len(pool), selection=cfg.selection)
     return final

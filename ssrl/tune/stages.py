@@ -198,15 +198,15 @@ def published(uri: str) -> bool:
 
 def read_published_encoder(uri: str) -> dict[str, Any]:
     """The header of a published encoder_best.pt (weights-only load; a remote one is copied first)."""
-    from ssrl.train import BEST, read_checkpoint
+    from ssrl.train import HANDED_ON, read_checkpoint
 
     fs, path = _fs(uri)
     if isinstance(fs, pafs.LocalFileSystem):
-        return read_checkpoint(Path(path) / BEST)
+        return read_checkpoint(Path(path) / HANDED_ON)
     with tempfile.TemporaryDirectory() as tmp:
-        with fs.open_input_stream(_join(path, BEST)) as src, open(Path(tmp) / BEST, "wb") as dst:
+        with fs.open_input_stream(_join(path, HANDED_ON)) as src, open(Path(tmp) / HANDED_ON, "wb") as dst:
             dst.write(src.read())
-        return read_checkpoint(Path(tmp) / BEST)
+        return read_checkpoint(Path(tmp) / HANDED_ON)
 
 
 def ensure_pretrained(ctx: Context, spec: SweepSpec, methods: tuple[str, ...]) -> list[dict[str, Any]]:

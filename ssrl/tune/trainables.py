@@ -16,7 +16,7 @@ from filelock import FileLock
 from ray import tune
 
 from ssrl.config import FinetuneConfig, PretrainConfig, from_dict
-from ssrl.train import BEST, finetune, pretrain
+from ssrl.train import HANDED_ON, finetune, pretrain
 from ssrl.tune import raycompat
 from ssrl.tune.meta import split
 
@@ -90,13 +90,13 @@ def fetch_pretrained(uri: str) -> str:
     local = Path(tempfile.gettempdir()) / "ssrl-pretrained" / key
     local.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(local) + ".lock"):
-        if not (local / BEST).exists():
+        if not (local / HANDED_ON).exists():
             partial = local.with_name(f".{key}.{os.getpid()}.partial")
             shutil.rmtree(partial, ignore_errors=True)
             tune.Checkpoint(uri).to_directory(str(partial))
             shutil.rmtree(local, ignore_errors=True)
             partial.rename(local)
-    return str(local / BEST)
+    return str(local / HANDED_ON)
 
 
 def _node_id() -> str:

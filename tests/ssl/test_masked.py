@@ -10,7 +10,7 @@ import torch
 from ssrl.config import PretrainConfig
 from ssrl.models import ENCODERS, build_encoder
 from ssrl.ssl import Masked, build_method, masked_mse, random_mask
-from ssrl.train import BEST, LAST, load_encoder, pretrain, read_checkpoint
+from ssrl.train import HANDED_ON, LAST, load_encoder, pretrain, read_checkpoint
 
 TINY = {"cnn6": {"width": 4}, "xresnet1d50": {"width": 4}, "xresnet1d101": {"width": 2}}
 
@@ -221,7 +221,7 @@ def test_masked_run_hands_on_the_plain_encoder(synth_root, cache_dir, tmp_path) 
     assert [r["epoch"] for r in seen] == [1, 2] and all(math.isfinite(r["train_loss"]) for r in seen)
     assert "probe_score" in seen[-1]
     plain = build_encoder("cnn6", in_leads=12, width=8)
-    for name in (BEST, LAST):
+    for name in (HANDED_ON, LAST):
         blob = read_checkpoint(tmp_path / name)
         assert list(blob["state_dict"]) == list(plain.state_dict())  # exactly the encoder's keys: no decoder inside
         enc = load_encoder(tmp_path / name, expect="cnn6", expect_kwargs={"width": 8})

@@ -35,10 +35,10 @@ def pt_cfg(synth_root, cache_dir):
 @pytest.fixture(scope="session")
 def pretrained_ckpt(synth_root, cache_dir, tmp_path_factory):
     """One SimCLR encoder checkpoint shared by the fine-tuning tests (read-only for them)."""
-    from ssrl.train import BEST, pretrain
+    from ssrl.train import HANDED_ON, pretrain
 
     out = tmp_path_factory.mktemp("pretrained")
     cfg = PretrainConfig(data_root=str(synth_root), cache_dir=str(cache_dir), encoder="cnn6", encoder_width=8,
                          epochs=2, batch_size=64, seed=0, device="cpu", probe_every=1, probe_size=120, max_pool=160)
     pretrain(cfg, lambda m: None, out)
-    return out / BEST
+    return out / HANDED_ON

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ssrl.augment import build_augment
 from ssrl.data import open_ptbxl, task_labels
 from ssrl.models import build_encoder
-from ssrl.train import BEST, LAST, load_encoder, pretrain, read_checkpoint
+from ssrl.train import HANDED_ON, LAST, load_encoder, pretrain, read_checkpoint
 from ssrl.train.loop import Signals
 
 
@@ -22,8 +22,8 @@ def test_pretrain_reports_and_checkpoints(pt_cfg, tmp_path, method):
     final = pretrain(pt_cfg(method=method, epochs=3), seen.append, tmp_path)
     assert [m["epoch"] for m in seen] == [1, 2, 3]
     assert all("probe_score" in m for m in seen)
-    assert final["done"] and (tmp_path / BEST).exists() and (tmp_path / LAST).exists()
-    blob = read_checkpoint(tmp_path / BEST)
+    assert final["done"] and (tmp_path / HANDED_ON).exists() and (tmp_path / LAST).exists()
+    blob = read_checkpoint(tmp_path / HANDED_ON)
     assert json.loads(blob["config"])["method"] == method
     enc = load_encoder(tmp_path / LAST, expect="cnn6", expect_kwargs={"width": 8})
     assert enc(torch.randn(2, 12, 1000)).shape == (2, enc.out_dim)
@@ -87,7 +87,7 @@ def test_encoder_handed_on_is_chosen_without_labels(pt_cfg, synth_root, cache_di
     root = _without_labels(synth_root, tmp_path / "nolabels")
     with pytest.warns(UserWarning, match="without its probe"):
         pretrain(pt_cfg(epochs=3, data_root=str(root)), lambda m: None, unlabelled)
-    a, b = read_checkpoint(labelled / BEST), read_checkpoint(unlabelled / BEST)
+    a, b = read_checkpoint(labelled / HANDED_ON), read_checkpoint(unlabelled / HANDED_ON)
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for k, v in a["state_dict"].items():
         assert torch.equal(v, b["state_dict"][k]), k

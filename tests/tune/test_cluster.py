@@ -62,7 +62,7 @@ def _publish_pretrained(storage: Path, sweeps: Path, data: str) -> None:
     """A finished SimCLR pretraining in storage (as an earlier sweep leaves it), for the sweep to reuse."""
     from ssrl.config import to_dict
     from ssrl.models import build_encoder
-    from ssrl.train import BEST, save_encoder
+    from ssrl.train import HANDED_ON, save_encoder
     from ssrl.train.checkpoint import encoder_kwargs
     from ssrl.tune import stages
     from ssrl.tune.dataset import open_dataset
@@ -73,7 +73,7 @@ def _publish_pretrained(storage: Path, sweeps: Path, data: str) -> None:
     cfg = stages.pretrain_config(pre, "simclr", pre.seeds[0], dataset)
     uri = Path(stages.pretrained_uri(str(storage), cfg, dataset.fingerprint))
     kwargs = encoder_kwargs(cfg.encoder_width)
-    save_encoder(uri / BEST, build_encoder(cfg.encoder, **kwargs), cfg.encoder, kwargs, to_dict(cfg))
+    save_encoder(uri / HANDED_ON, build_encoder(cfg.encoder, **kwargs), cfg.encoder, kwargs, to_dict(cfg))
     (uri / "metrics.json").write_text("{}")
     (uri / "DONE").write_text("ok\n")
 
