@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ssrl.config import LABEL_FREE, TRACKS, ConfigError
+from ssrl.config import TRACKS, ConfigError
 
 # Top-level keys every sweep file may hold, and those of every sweep that fine-tunes and evaluates
 COMMON_KEYS = frozenset({"name", "seeds", "train", "resources", "scales", "data"})
@@ -118,10 +118,7 @@ def _condition_cells(merged: dict[str, Any], task: str) -> list[dict[str, Any]]:
         if unknown:
             raise ConfigError(f"unknown key(s) {', '.join(unknown)} in conditions; known: bn_stats, n, track")
         n, track, bn = int(c["n"]), str(c["track"]), str(c.get("bn_stats", ""))
-        if track in LABEL_FREE:  # a rule sees no label: it sits at N = 0
-            if n != 0:
-                raise ConfigError(f"condition {track} uses no labels; give it n: 0, not n: {n}")
-        elif n <= 0 or n % n_classes(task):
+        if n <= 0 or n % n_classes(task):
             raise ConfigError(f"condition n={n} must be a positive multiple of {n_classes(task)} (balanced classes)")
         if bn and track in TRACKS and TRACKS[track].frozen:
             raise ConfigError(f"condition {track} n={n} sets bn_stats, but a frozen encoder keeps its own statistics")
