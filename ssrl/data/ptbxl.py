@@ -235,7 +235,7 @@ def _rhythm5(data: PTBXLMeta) -> np.ndarray:
 
 
 def task_labels(data: PTBXLMeta, task: str) -> TaskLabels:
-    """Labels of `superdiagnostic` (multi-label) or `rhythm5` (single label) per PROTOCOLS.md."""
+    """Labels of `superdiagnostic` (multi-label) or `rhythm5` (single label) per docs/PROTOCOL.md section 2."""
     if task == "superdiagnostic":
         y = _superdiagnostic(data)
         rows = np.flatnonzero(y.any(axis=1))

@@ -1,4 +1,4 @@
-"""Our results beside the reference implementation's claims (PROTOCOLS.md), as markdown tables."""
+"""Our results beside the reference implementation's claims (docs/PROTOCOL.md section 14), as markdown tables."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from ssrl.report.tables import NA, cell_label, fmt, fmt_ci, fmt_p
 
-# Reference claims (small CNN, 100 Hz, PTB-XL 1.0.1), PROTOCOLS.md.
+# Reference claims (small CNN, 100 Hz, PTB-XL 1.0.1), docs/PROTOCOL.md section 14.
 REF_SCARCITY = {("ssl_finetune", 0.10): "0.8717 (SimCLR, 1 seed)", ("supervised", 0.10): "0.8606 (1 seed); 0.8699 ± 0.0034 (10 seeds)"}
 REF_FEWSHOT = {
     ("scratch", 70): ("0.115 ± 0.072", "66.7 %"),

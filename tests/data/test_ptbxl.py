@@ -241,7 +241,7 @@ def test_real_describe(real_root: Path) -> None:
     assert out["n_records"] == n_files > 0
     sup = out["tasks"]["superdiagnostic"]["splits"]
     assert sum(s["n"] for s in sup.values()) <= out["n_records"]
-    if out["n_records"] == 21799:  # the full 1.0.3 release: the counts of PROTOCOLS.md
+    if out["n_records"] == 21799:  # the full 1.0.3 release: the counts of docs/PROTOCOL.md section 2
         per = {c: sum(s["per_class"][c] for s in sup.values()) for c in SUPERCLASSES}
         assert per == {"NORM": 9516, "MI": 5472, "STTC": 5237, "CD": 4900, "HYP": 2649}
         assert [s["n"] for s in sup.values()] == [17088, 2147, 2159] and out["pretrain_pool"] == 17418
