@@ -21,11 +21,14 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Track:
-    """How a fine-tuning track initialises, freezes and augments."""
+    """How a fine-tuning track initialises, freezes, augments and fits."""
 
-    init: str  # "random" | "ssl" | "handcrafted" (no encoder: RR features + logistic regression)
+    init: str  # "random" | "ssl" | "handcrafted" (no encoder: heart-rate/RR features only)
     frozen: bool
     augment: str  # preset name in ssrl.augment
+    # "sgd": the training loop; "logreg": logistic regression on fixed features (ssrl.train.handcrafted);
+    # "rule": a fixed clinical rule, no labels at all
+    fit: str = "sgd"
 
 
 # Scarcity tracks and few-shot conditions share one loop; they differ only here.
@@ -38,8 +41,14 @@ TRACKS: dict[str, Track] = {
     "scratch_aug": Track("random", False, "strong"),
     "ssl": Track("ssl", False, "none"),
     "ssl_aug": Track("ssl", False, "strong"),
-    "hrv_logreg": Track("handcrafted", True, "none"),  # the rhythm control: heart rate and RR statistics
+    # rhythm controls: heart rate and RR regularity from R peaks (ssrl.data.rpeaks)
+    "hrv_logreg": Track("handcrafted", True, "none", "logreg"),  # the features, logistic regression
+    "hr_rule": Track("handcrafted", True, "none", "rule"),  # textbook rate and regularity bounds, zero labels
+    # the features joined to a frozen encoder's embedding, logistic regression: does the encoder add anything?
+    "hybrid": Track("ssl", True, "none", "logreg"),  # the pretrained encoder
+    "hybrid_random": Track("random", True, "none", "logreg"),  # its control: a random encoder of the same shape
 }
+LABEL_FREE = frozenset(t for t, spec in TRACKS.items() if spec.fit == "rule")  # tracks that see no label
 
 
 @dataclass(frozen=True)

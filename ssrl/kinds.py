@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ssrl.config import TRACKS, ConfigError
+from ssrl.config import LABEL_FREE, TRACKS, ConfigError
 
 # Top-level keys every sweep file may hold, and those of every sweep that fine-tunes and evaluates
 COMMON_KEYS = frozenset({"name", "seeds", "train", "resources", "scales", "data"})
@@ -53,13 +53,16 @@ class SweepKind:
 
     def cells(self, rows: list[dict], metric: str, methods: Sequence[str]) -> list[dict]:
         """Results cells with their statistics from per-seed rows: the contrast to the baseline at the same
-        place, and between ``methods`` at the same cell. The runner and rescore both build cells here."""
-        from ssrl.report.stats import add_method_contrasts, build_cells
+        place, between ``methods`` at the same cell, and Holm-adjusted p-values (ssrl.report.stats.add_holm).
+        The runner, rescore and the markdown tables all build cells here."""
+        from ssrl.report.stats import add_holm, add_method_contrasts, build_cells
 
         cells = build_cells(rows, metric, self.cell_keys)
         if self.contrasts is not None:
             self.contrasts(cells, metric)
-        return add_method_contrasts(cells, metric, methods, self.cell_keys[2:])  # the place beside track, method
+        add_method_contrasts(cells, metric, methods, self.cell_keys[2:])  # the place beside track, method
+        add_holm(cells)  # every p-value of the file, adjusted within its family
+        return cells
 
 
 KINDS: dict[str, SweepKind] = {}
@@ -118,7 +121,10 @@ def _condition_cells(merged: dict[str, Any], task: str) -> list[dict[str, Any]]:
         if unknown:
             raise ConfigError(f"unknown key(s) {', '.join(unknown)} in conditions; known: bn_stats, n, track")
         n, track, bn = int(c["n"]), str(c["track"]), str(c.get("bn_stats", ""))
-        if n <= 0 or n % n_classes(task):
+        if track in LABEL_FREE:  # a rule sees no label: it sits at N = 0
+            if n != 0:
+                raise ConfigError(f"condition {track} uses no labels; give it n: 0, not n: {n}")
+        elif n <= 0 or n % n_classes(task):
             raise ConfigError(f"condition n={n} must be a positive multiple of {n_classes(task)} (balanced classes)")
         if bn and track in TRACKS and TRACKS[track].frozen:
             raise ConfigError(f"condition {track} n={n} sets bn_stats, but a frozen encoder keeps its own statistics")
@@ -130,6 +136,7 @@ def _vs_supervised(cells: list[dict], metric: str) -> None:
     from ssrl.report.stats import add_paired_vs
 
     add_paired_vs(cells, metric, "supervised", ("fraction",))
+    add_paired_vs(cells, metric, "random_frozen", ("fraction",), tracks=("ssl_frozen",))  # the frozen control
 
 
 def _fewshot_contrasts(cells: list[dict], metric: str) -> None:

@@ -1,19 +1,27 @@
-"""python -m ssrl.report rescore FILE [--results results.json]: re-score a sweep from its test probabilities."""
+"""python -m ssrl.report {rescore,markdown,docs} ...: re-score a sweep, print a results file's table, check docs."""
 
 from __future__ import annotations
 
 import sys
 
+USAGE = """usage: python -m ssrl.report rescore FILE [--results results.json]
+       python -m ssrl.report markdown RESULTS.json
+       python -m ssrl.report docs FILE.md... [--write]"""
+
 
 def main(argv: list[str] | None = None) -> int:
-    """Dispatch the subcommand (rescore)."""
+    """Dispatch the subcommand."""
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] != "rescore":
-        print("usage: python -m ssrl.report rescore FILE [--results results.json]", file=sys.stderr)
+    if not args or args[0] not in ("rescore", "markdown", "docs"):
+        print(USAGE, file=sys.stderr)
         return 2
-    from ssrl.report.rescore import main as rescore
+    if args[0] == "rescore":
+        from ssrl.report.rescore import main as rescore
 
-    return rescore(args[1:])
+        return rescore(args[1:])
+    from ssrl.report.generate import main as generate
+
+    return generate(args)
 
 
 if __name__ == "__main__":

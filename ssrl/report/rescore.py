@@ -108,6 +108,7 @@ def _key(d: dict, seed: Any) -> tuple:
 
 def main(argv: list[str] | None = None) -> int:
     """python -m ssrl.report rescore FILE [--results results.json]: print the cells; check them."""
+    from ssrl.report.stats import add_holm
     from ssrl.report.tables import results_markdown
 
     p = argparse.ArgumentParser(prog="python -m ssrl.report rescore", description=__doc__.splitlines()[0])
@@ -121,8 +122,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     kind = kind_of_row(rows[0]) if rows else None
     methods = list(dict.fromkeys(r["method"] for r in rows if r["method"]))  # in the sweep's order
-    print(results_markdown({"sweep": f"re-scored from {args.file.name}", "metric": metric,
-                            "cells": kind.cells(rows, metric, methods) if kind else []}), end="")
+    cells = kind.cells(rows, metric, methods) if kind else []
+    print(results_markdown({"sweep": f"re-scored from {args.file.name}", "metric": metric, "cells": cells,
+                            "multiplicity": add_holm(cells)}), end="")
     if args.results is None:
         return 0
     bad = compare(rows, json.loads(args.results.read_text()), metric)

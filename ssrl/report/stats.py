@@ -169,17 +169,19 @@ def add_paired_vs(
     metric: str,
     baseline_track: str = "supervised",
     match_keys: tuple[str, ...] = ("fraction",),
+    tracks: tuple[str, ...] | None = None,
 ) -> list[dict]:
     """Add ``vs_<baseline_track>`` (paired by seed) to every cell that is not the baseline.
 
     A cell is compared with the baseline cell that agrees on ``match_keys`` (a key absent
     from both counts as equal); only seeds present in both cells are paired. Cells without
-    a matching baseline get no entry. Mutates and returns ``cells``.
+    a matching baseline get no entry; with ``tracks``, only cells of those tracks are compared. Mutates and
+    returns ``cells``.
     """
     base = [c for c in cells if c.get("track") == baseline_track]
     name = f"vs_{baseline_track}"
     for cell in cells:
-        if cell.get("track") == baseline_track:
+        if cell.get("track") == baseline_track or (tracks is not None and cell.get("track") not in tracks):
             continue
         matches = [b for b in base if all(b.get(k) == cell.get(k) for k in match_keys)]
         if not matches:
@@ -216,7 +218,9 @@ def add_fewshot_contrasts(cells: list[dict], metric: str) -> list[dict]:
     and ``collapse_vs_precise_p`` against the same track at the same N with precise statistics: the size of
     the BatchNorm artefact. Mutates and returns ``cells``.
     """
+    rule = _match(cells, track="hr_rule")
     for cell in cells:
+        _vs_controls(cells, cell, rule, metric)
         base = _match(cells, track="scratch", n_labelled=cell.get("n_labelled"),
                       bn_stats=cell.get("bn_stats") or "precise")
         if cell.get("track") != "scratch" and base is not None:
@@ -228,6 +232,57 @@ def add_fewshot_contrasts(cells: list[dict], metric: str) -> list[dict]:
             cell["vs_precise"] = _paired(cell, precise, metric)
             cell["collapse_vs_precise_p"] = fisher_collapse_p(cell, precise)
     return cells
+
+
+CONTROLS = ("hrv_logreg", "hr_rule")  # few-shot rhythm controls: every other condition is compared with them
+
+
+def _vs_controls(cells: list[dict], cell: dict, rule: dict | None, metric: str) -> None:
+    """``vs_hrv_logreg`` (the same N, paired by seed) and ``vs_hr_rule`` (the zero-label rule) of one cell."""
+    if cell.get("track") == "hr_rule":
+        return
+    if cell.get("track") != "hrv_logreg":
+        logreg = _match(cells, track="hrv_logreg", n_labelled=cell.get("n_labelled"))
+        if logreg is not None:
+            cell["vs_hrv_logreg"] = _paired(cell, logreg, metric)
+    if rule is not None:
+        cell["vs_hr_rule"] = _paired(cell, rule, metric)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (family-wise error), in the order given."""
+    p = np.asarray(p_values, dtype=float)
+    order = np.argsort(p, kind="stable")
+    m = len(p)
+    adjusted = np.maximum.accumulate((m - np.arange(m)) * p[order]) if m else p
+    out = np.empty(m)
+    out[order] = np.minimum(adjusted, 1.0)
+    return out.tolist()
+
+
+def add_holm(cells: list[dict]) -> dict[str, Any]:
+    """Holm-adjust every p-value of a results file within its family; returns the families' account.
+
+    Two families: the paired metric contrasts (``vs_*`` entries and ``between_methods``), and the Fisher
+    tests of collapse rates (``collapse_*_p``). Each contrast dict gains ``p_holm``; each Fisher p gains a
+    ``<key>_holm`` beside it. A contrast whose p is undefined (n/a) is not in the family.
+    """
+    metric: list[tuple[dict, str]] = []
+    collapse: list[tuple[dict, str]] = []
+    for cell in cells:
+        for key, value in cell.items():
+            if key.startswith("vs_") and isinstance(value, dict):
+                metric.append((value, "p_value"))
+            elif key.startswith("collapse_") and key.endswith("_p") and value is not None:
+                collapse.append((cell, key))
+        metric += [(d, "p_value") for d in (cell.get("between_methods") or {}).values()]
+    families = {}
+    for name, members, suffix in (("paired metric contrasts", metric, ""), ("collapse (Fisher)", collapse, "_holm")):
+        members = [(d, k) for d, k in members if d.get(k) is not None]
+        for (d, k), adj in zip(members, holm([d[k] for d, k in members])):
+            d[k + suffix if suffix else "p_holm"] = adj
+        families[name] = len(members)
+    return {"method": "holm", "alpha": 0.05, "families": families}
 
 
 def add_method_contrasts(cells: list[dict], metric: str, methods: Sequence[str],

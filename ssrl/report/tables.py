@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ssrl.report.stats import collapse_counts
+
 NA = "n/a"
+ALPHA = 0.05  # significance after Holm's adjustment within the file's family
 
 
 def fmt(x: float | None, digits: int = 4) -> str:
@@ -54,28 +57,41 @@ def _fmt_n(n: int | list[int] | None) -> str:
     return f"{n[0]}-{n[1]}" if isinstance(n, list) else str(n)
 
 
-def _vs_key(cells: list[dict], results: dict) -> str | None:
-    """The name of the paired-comparison entry ('vs_supervised' by default), if any."""
+def _vs_keys(cells: list[dict], results: dict) -> list[str]:
+    """The paired-comparison entries of the table: the baseline's first ('vs_supervised'), then the controls'."""
     base = results.get("baseline_track")
-    if base:
-        return f"vs_{base}"
-    for cell in cells:
-        for k in cell:
-            if k.startswith("vs_"):
-                return k
-    return None
+    found = list(dict.fromkeys(k for c in cells for k, v in c.items()
+                               if k.startswith("vs_") and k != "vs_precise" and isinstance(v, dict)))
+    first = [f"vs_{base}"] if base else found[:1]
+    return first + [k for k in found if k not in first]
+
+
+def fmt_contrast(d: dict) -> str:
+    """'+0.0123 [-0.0010, +0.0250] p=0.071 (Holm 0.284) (n=5)', with '*' when significant after Holm."""
+    if d.get("mean_diff") is None:
+        return NA
+    ci = d.get("ci95")
+    interval = NA if not ci else f"[{ci[0]:+.4f}, {ci[1]:+.4f}]"
+    holm = d.get("p_holm")
+    star = "*" if holm is not None and holm < ALPHA else ""
+    adj = f" (Holm {fmt_p(holm)[2:]})" if holm is not None else ""
+    return f"{d['mean_diff']:+.4f}{star} {interval} {fmt_p(d.get('p_value'))}{adj} (n={d['n_pairs']})"
 
 
 def _collapse(cell: dict, vs: str | None) -> str:
-    """Collapse rate, with Fisher's p against the baseline when there is one; n/a where the rule does not apply."""
-    cr = cell.get("collapse_rate")
-    if cr is None:
+    """Collapsed seeds of all (k/n), with Fisher's p against the baseline when there is one; n/a where the
+    rule does not apply (frozen encoders, controls)."""
+    counts = collapse_counts(cell)
+    if counts is None:
         return NA
     key = f"collapse_{vs}_p" if vs else ""
-    return f"{100 * cr:.0f} % ({fmt_p(cell[key])})" if key in cell else f"{100 * cr:.0f} %"
+    if key not in cell or cell[key] is None:
+        return f"{counts[0]}/{counts[1]}"
+    holm = cell.get(f"{key}_holm")
+    return f"{counts[0]}/{counts[1]} ({fmt_p(cell[key])}" + (f", Holm {fmt_p(holm)[2:]})" if holm is not None else ")")
 
 
-def _row(cell: dict, vs: str | None, has_fraction: bool, has_bn: bool = False) -> list[str]:
+def _row(cell: dict, vs: list[str], has_fraction: bool, has_bn: bool = False) -> list[str]:
     """One table row for one cell."""
     row = [cell_label(cell)]
     if has_bn:
@@ -86,16 +102,10 @@ def _row(cell: dict, vs: str | None, has_fraction: bool, has_bn: bool = False) -
     row += [_fmt_n(cell.get("n_labelled")), str(cell.get("n", len(cell.get("seeds", []))))]
     mean, std = cell.get("mean"), cell.get("std")
     row += [NA if mean is None else f"{fmt(mean)} ± {fmt(std)}", fmt_ci(cell.get("ci95"))]
-    if vs:
-        d = cell.get(vs)
-        if d is None:
-            row.append("—")  # the baseline itself, or no matching baseline cell
-        elif d.get("mean_diff") is None:
-            row.append(NA)
-        else:
-            row.append(f"{d['mean_diff']:+.4f} {fmt_ci(d['ci95'])} {fmt_p(d['p_value'])} (n={d['n_pairs']})")
+    row += ["—" if cell.get(k) is None else fmt_contrast(cell[k]) for k in vs]  # —: the baseline itself, or none
     sc = cell.get("single_class_rate")
-    row += [_collapse(cell, vs), NA if sc is None else f"{100 * sc:.0f} %", fmt(cell.get("best_epoch_mean"), 1)]
+    row += [_collapse(cell, vs[0] if vs else None), NA if sc is None else f"{100 * sc:.0f} %",
+            fmt(cell.get("best_epoch_mean"), 1)]
     failed = cell.get("failed") or []
     seeds = ", ".join(str(f["seed"]) for f in failed)
     row.append(f"{len(failed)} (seed{'s' if len(failed) > 1 else ''} {seeds})" if failed else "0")
@@ -116,9 +126,10 @@ def _artefact_lines(cells: list[dict], metric: str) -> list[str]:
         d = cell.get("vs_precise")
         if d is None or d.get("mean_diff") is None:
             continue
+        holm = cell.get("collapse_vs_precise_p_holm")
         lines.append(f"- {cell_label(cell)} at N={cell.get('n_labelled')}: running − precise {metric} "
-                     f"{d['mean_diff']:+.4f} {fmt_ci(d['ci95'])} {fmt_p(d['p_value'])} (n={d['n_pairs']}); "
-                     f"collapse Fisher {fmt_p(cell.get('collapse_vs_precise_p'))}")
+                     f"{fmt_contrast(d)}; collapse Fisher {fmt_p(cell.get('collapse_vs_precise_p'))}"
+                     + (f" (Holm {fmt_p(holm)[2:]})" if holm is not None else ""))
     return ["", "BatchNorm statistics, the reference's running averages against precise ones (paired by seed):",
             *lines] if lines else []
 
@@ -133,24 +144,24 @@ def _method_lines(cells: list[dict], metric: str) -> list[str]:
             where = (f"{_fmt_fraction(cell['fraction'])}" if cell.get("fraction") is not None
                      else f"N={cell.get('n_labelled')}" + (f" ({cell['bn_stats']} BN)" if cell.get("bn_stats") else ""))
             lines.append(f"- {cell.get('track')} at {where}: {cell.get('method')} − {other} {metric} "
-                         f"{d['mean_diff']:+.4f} {fmt_ci(d['ci95'])} {fmt_p(d['p_value'])} (n={d['n_pairs']})")
+                         f"{fmt_contrast(d)}")
     return ["", "Pretraining methods against each other (paired by seed):", *lines] if lines else []
 
 
 def results_markdown(results: dict[str, Any]) -> str:
-    """A markdown section: one row per cell with mean ± std, 95 % CI, paired diff, collapse, failures."""
+    """A markdown section: every cell with mean ± std, 95 % CI, paired Δs (raw and Holm-adjusted p), collapse
+    counts and failures; then the BatchNorm and between-method contrasts, the trivial baseline and a legend."""
     cells = results.get("cells", [])
     metric = results.get("metric", "metric")
-    vs = _vs_key(cells, results)
+    vs = _vs_keys(cells, results)
     has_fraction = any("fraction" in c for c in cells)
     has_bn = any("bn_stats" in c for c in cells)
     header = ["track"] + (["BN stats"] if has_bn else []) + (["fraction"] if has_fraction else []) + [
         "n labelled", "seeds ok", f"{metric} mean ± std", "95 % CI"]
-    if vs:
-        header += [f"Δ {vs[3:]} (paired) [95 % CI] p"]
-    fisher = vs is not None and any(f"collapse_{vs}_p" in c for c in cells)
-    header += ["collapse" + (f" (Fisher p vs {vs[3:]})" if fisher else ""), "single class (test)", "best epoch",
-               "failed"]
+    header += [f"Δ {k[3:]} (paired) [95 % CI] p" for k in vs]
+    fisher = bool(vs) and any(f"collapse_{vs[0]}_p" in c for c in cells)
+    header += ["collapsed" + (f" (Fisher p vs {vs[0][3:]})" if fisher else ""), "single class (test)",
+               "best epoch", "failed"]
     title = f"### {results.get('sweep', 'results')}: {metric}"
     lines = [title, ""]
     lines += _table(header, [_row(c, vs, has_fraction, has_bn) for c in cells])
@@ -160,12 +171,21 @@ def results_markdown(results: dict[str, Any]) -> str:
     if trivial:
         lines += ["", f"Trivial baseline ({trivial.get('name', 'constant prediction')}): "
                       f"{metric} {fmt(trivial.get('value'))}"]
-    lines += ["", "Mean ± sample std over seeds; 95 % CI from the Student t distribution; "
-                  "Δ is paired by seed (paired t-test); collapse rates are compared by Fisher's exact test; "
-                  "collapse is n/a where the rule does not apply (frozen encoders); single class = share of "
-                  "seeds whose best model predicts one class on the test fold; failed seeds are excluded "
-                  "from the statistics."]
+    lines += ["", _legend(results)]
     return "\n".join(lines) + "\n"
+
+
+def _legend(results: dict[str, Any]) -> str:
+    """What the table's numbers are, including the size of each family its p-values were adjusted in."""
+    fam = (results.get("multiplicity") or {}).get("families") or {}
+    holm = ("; p-values are Holm-adjusted within the file's families ("
+            + ", ".join(f"{n} {name}" for name, n in fam.items()) + f"); * marks a Δ significant at {ALPHA} "
+            "after adjustment") if fam else "; no multiplicity adjustment in this file"
+    return ("Mean ± sample std over seeds; 95 % CI from the Student t distribution; Δ is paired by seed "
+            "(paired t-test); collapsed = seeds whose best validation epoch is <= 1, compared by Fisher's exact "
+            "test; n/a where a rule or number does not apply (frozen encoders and controls have no collapse "
+            "verdict); single class = share of seeds whose best model predicts one class on the test fold; "
+            "failed seeds are excluded from the statistics" + holm + ".")
 
 
 def results_table_text(results: dict[str, Any]) -> str:

@@ -10,12 +10,13 @@ import torch
 from torch import nn
 
 from ssrl.augment import Augment, build_augment
-from ssrl.config import FinetuneConfig, to_dict
-from ssrl.data import ECGData, TaskLabels, balanced_subset, fraction_subset, open_ptbxl, task_labels
-from ssrl.models import build_encoder, build_head
+from ssrl.config import FinetuneConfig
+from ssrl.data import ECGData, TaskLabels, open_ptbxl, task_labels
+from ssrl.models import build_head
 from ssrl.train.batchnorm import recompute_bn_stats
-from ssrl.train.checkpoint import encoder_kwargs, load_encoder
-from ssrl.train.handcrafted import hrv_logreg
+from ssrl.train.common import build_track_encoder, classes_used, save_predictions, select_subset
+from ssrl.train.embed import Features
+from ssrl.train.handcrafted import fit_control
 from ssrl.train.loop import (
     EarlyStopping,
     Report,
@@ -80,40 +81,9 @@ def standardizer(h: torch.Tensor) -> Standardize:
     return Standardize(h.mean(0), std.clamp_min(STD_FLOOR * typical))
 
 
-class Features:
-    """Precomputed fp32 embeddings of a frozen encoder; batches by index like Signals."""
-
-    def __init__(self, encoder: nn.Module, sig: Signals, batch_size: int) -> None:
-        encoder.eval()
-        with torch.no_grad():  # fp32 at any precision: bf16 rounding is of the order of the features' spread
-            chunks = batch_indices(len(sig), eval_batch_size(batch_size, sig.device), None)
-            parts = [encoder(sig.get(i)).float() for i in chunks]
-        self.x = torch.cat(parts)  # (n, D)
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def get(self, idx: torch.Tensor) -> torch.Tensor:
-        """Embeddings for positions idx: (B,) -> (B, D)."""
-        return self.x[idx.to(self.x.device)]
-
-
-def select_subset(train: TaskLabels, cfg: FinetuneConfig) -> np.ndarray:
-    """Positions of the labelled training subset: balanced N per class, or a stratified fraction."""
-    if cfg.n_per_class:
-        return balanced_subset(train.y, cfg.n_per_class, cfg.seed, classes=train.classes)
-    if cfg.fraction >= 1.0:
-        return np.arange(len(train.rows))
-    return fraction_subset(train.y, cfg.fraction, cfg.seed)
-
-
 def build_classifier(cfg: FinetuneConfig, n_out: int) -> Classifier:
     """A fresh model: random encoder, or one rebuilt from the checkpoint file (never a shared object)."""
-    kwargs = encoder_kwargs(cfg.encoder_width)
-    if cfg.spec.init == "ssl":
-        encoder = load_encoder(cfg.pretrained, expect=cfg.encoder, expect_kwargs=kwargs)
-    else:
-        encoder = build_encoder(cfg.encoder, in_leads=12, **kwargs)
+    encoder = build_track_encoder(cfg)
     return Classifier(encoder, build_head(cfg.head, encoder.out_dim, n_out), cfg.spec.frozen)
 
 
@@ -204,8 +174,8 @@ def train_epoch(run: Run, opt: torch.optim.Optimizer, loss_fn: nn.Module, augmen
 
 def finetune(cfg: FinetuneConfig, report: Report, out_dir: Path | None = None) -> dict:
     """Train one track on one labelled subset; report per epoch; return the best epoch's test metrics."""
-    if cfg.spec.init == "handcrafted":  # no network: the RR-feature control reports once
-        return hrv_logreg(cfg, report, out_dir)
+    if cfg.spec.fit != "sgd":  # a rhythm control (logistic regression or a rule) reports once
+        return fit_control(cfg, report, out_dir)
     gen = seed_everything(cfg.seed)
     run = prepare(cfg)
     loss_fn = nn.BCEWithLogitsLoss() if run.labels.multilabel else nn.CrossEntropyLoss()
@@ -235,11 +205,6 @@ def finetune(cfg: FinetuneConfig, report: Report, out_dir: Path | None = None) -
                  collapsed=None if cfg.spec.frozen else int(stopper.best_epoch <= cfg.collapse_epoch))
     report(final)
     return final
-
-
-def classes_used(prob: np.ndarray) -> int:
-    """How many classes the predictions use: distinct top-1 classes over the rows of prob (n, C)."""
-    return int(len(np.unique(prob.argmax(1)))) if len(prob) else 0
 
 
 def finish(run: Run, best: dict | None, out_dir: Path | None) -> dict:
@@ -272,15 +237,3 @@ def evaluate(
     out["test_single_class"] = int(classes_used(p_test) == 1)  # the best model predicts one class on the test fold
     save_predictions(out_dir, cfg, labels, data, p_test)
     return out
-
-
-def save_predictions(out_dir: Path | None, cfg: FinetuneConfig, labels: TaskLabels, data: ECGData,
-                     p_test: np.ndarray) -> None:
-    """The test fold's probabilities beside the trial's checkpoint (predictions.npz): with its ecg_ids and
-    labels they let anyone re-score the trial (ssrl.report.rescore gathers them per sweep)."""
-    if out_dir is None:
-        return
-    test = labels.split("test")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out_dir / "predictions.npz", prob=p_test, y=test.y, classes=np.array(labels.classes),
-                        ecg_id=np.asarray(data.meta.index)[test.rows], config=str(to_dict(cfg)))

@@ -1,14 +1,19 @@
-"""A hand-crafted rhythm control: heart rate and RR statistics from R peaks, then logistic regression.
+"""Rhythm controls: heart rate and RR regularity, alone, as a clinical rule, or joined to an encoder's embedding.
 
-The first thing a cardiologist-engineer would try on rhythm labels, and the bar an SSL encoder has to
-clear. R peaks come from `wfdb.processing.xqrs_detect` on the record in mV (lead II, or the next lead
-with plausible beats); the classifier sees the same N-per-class subset as the few-shot conditions of that
-seed and is judged on the same folds with the same metrics. No epochs: it reports once.
+Rhythm labels are largely heart rate and RR regularity, so these are the bar a deep model has to clear. The
+features are ssrl.data.rpeaks's (neurokit2 R peaks on five leads, a majority vote per beat). Each control is
+judged on the same folds with the same metrics as the few-shot conditions, and reports once (no epochs):
+
+- ``hrv_logreg``: logistic regression on the features, fitted on the seed's N-per-class subset;
+- ``hr_rule``: textbook bounds and no labels at all (``rule_predict``);
+- ``hybrid`` / ``hybrid_random``: the features joined to a frozen encoder's embedding (the pretrained encoder,
+  or a random one of the same architecture as its control), logistic regression on the same subset: whether
+  the encoder adds anything to what heart rate and RR regularity already give.
 """
 
 from __future__ import annotations
 
-import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -20,75 +25,78 @@ from sklearn.preprocessing import StandardScaler
 
 from ssrl.config import FinetuneConfig
 from ssrl.data import ECGData, open_ptbxl, task_labels
-from ssrl.train.loop import Report, seed_everything
+from ssrl.data.rpeaks import FEATURES, feature_table
+from ssrl.train.common import build_track_encoder, classes_used, save_predictions, select_subset
+from ssrl.train.embed import Features
+from ssrl.train.loop import Report, Signals, resolve_device, seed_everything
 from ssrl.train.metrics import singlelabel_metrics, val_score
 
-FEATURES = ("hr_median", "hr_mean", "sdnn_s", "rmssd_s", "rr_cv", "pnn50", "rr_range", "beats_per_s")
-LEADS = (1, 0, 10, 5, 9)  # II, I, V5, aVF, V4: leads with tall R waves
-_CACHE: dict[tuple[str, int], np.ndarray] = {}  # (data fingerprint, row) -> features, per process
+# hr_rule's bounds, fixed from the literature (never fitted on any fold):
+RATE_BPM = (60.0, 100.0)  # sinus bradycardia below 60 bpm, sinus tachycardia above 100 bpm
+AF_RMSSD_REL = 0.10  # RMSSD / mean RR above this: irregularly irregular, atrial fibrillation (nRMSSD, Dash 2009)
+SARRH_RANGE_S = 0.12  # RR (P-P) intervals varying by more than 0.12 s: sinus arrhythmia (the textbook criterion)
 
 
-def rr_features(mv: np.ndarray, fs: float) -> np.ndarray:
-    """FEATURES of one record (12, T) in mV from its R peaks; NaN where no lead gives 3 plausible beats."""
-    # imported here: fine-tuning imports this module, and the GPU machines have no wfdb
-    from wfdb import processing
-
-    for lead in LEADS:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            peaks = processing.xqrs_detect(mv[lead].astype(np.float64), fs, verbose=False)
-        if len(peaks) < 3:
-            continue
-        rr = processing.calc_rr(peaks, fs=fs, rr_units="seconds")  # (beats - 1,)
-        if 0.25 <= np.median(rr) <= 2.5:
-            break
-    else:
-        return np.full(len(FEATURES), np.nan)
-    d = np.diff(rr)
-    return np.array([60.0 / np.median(rr), 60.0 / rr.mean(), rr.std(), np.sqrt(np.mean(d**2)) if len(d) else 0.0,
-                     rr.std() / rr.mean(), np.mean(np.abs(d) > 0.05) if len(d) else 0.0,
-                     (rr.max() - rr.min()) / np.median(rr), len(peaks) * fs / mv.shape[-1]])
+def rule_predict(x: np.ndarray, classes: tuple[str, ...]) -> np.ndarray:
+    """hr_rule's class index per record from FEATURES (n, F): atrial fibrillation first (irregularly irregular
+    RR), then the rate bounds, then sinus arrhythmia, else sinus rhythm (also where no beats were found)."""
+    f = {name: x[:, i] for i, name in enumerate(FEATURES)}
+    with np.errstate(invalid="ignore"):  # NaN compares False: no beats found reads as sinus rhythm
+        labels = np.select([f["rmssd_rel"] > AF_RMSSD_REL, f["hr_bpm"] < RATE_BPM[0], f["hr_bpm"] > RATE_BPM[1],
+                            f["rr_range_s"] > SARRH_RANGE_S], ["AFIB", "SBRAD", "STACH", "SARRH"], "SR")
+    missing = sorted({"SR", "AFIB", "SBRAD", "STACH", "SARRH"} - set(classes))
+    if missing:
+        raise ValueError(f"hr_rule predicts the rhythm5 classes; this task lacks {', '.join(missing)}")
+    return np.array([classes.index(c) for c in labels], dtype=np.int64)
 
 
-def feature_matrix(data: ECGData, rows: np.ndarray) -> np.ndarray:
-    """FEATURES of the given data rows: (n, len(FEATURES)), memoised per process."""
-    out = np.empty((len(rows), len(FEATURES)))
-    for i, row in enumerate(rows):
-        key = (data.fingerprint, int(row))
-        if key not in _CACHE:
-            _CACHE[key] = rr_features(np.asarray(data.signals[row], dtype=np.float32), data.sampling_rate)
-        out[i] = _CACHE[key]
-    return out
-
-
-def hrv_logreg(cfg: FinetuneConfig, report: Report, out_dir: Path | None = None) -> dict:
-    """Fit the control on the seed's labelled subset; report validation and test metrics once."""
-    from ssrl.train.finetuning import classes_used, save_predictions, select_subset  # as every condition
-
-    seed_everything(cfg.seed)
+def fit_control(cfg: FinetuneConfig, report: Report, out_dir: Path | None = None) -> dict:
+    """Fit (or apply) the track's control on the seed's labelled subset; report validation and test once."""
+    seed_everything(cfg.seed)  # the random encoder of hybrid_random, the solver's seed
     data = open_ptbxl(cfg.data_root, cfg.sampling_rate, cfg.cache_dir or None)
     labels = task_labels(data, cfg.task)
     if labels.multilabel:
-        raise ValueError(f"hrv_logreg classifies single-label rhythm tasks, not {cfg.task!r}")
+        raise ValueError(f"{cfg.track} classifies single-label rhythm tasks, not {cfg.task!r}")
     train_all, val, test = (labels.split(s) for s in ("train", "val", "test"))
-    pick = select_subset(train_all, cfg)
-    model = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(),
-                          LogisticRegression(max_iter=5000, random_state=cfg.seed))
-    x_train, y_train = feature_matrix(data, train_all.rows[pick]), train_all.y[pick]
-    model.fit(x_train, y_train)
-    p_val, p_test = (_proba(model, feature_matrix(data, s.rows), len(labels.classes)) for s in (val, test))
+    n_classes, row = len(labels.classes), {"epoch": 1, "precision": "fp32"}
+    if cfg.spec.fit == "rule":  # no labels: not even the subset is drawn
+        n_labelled = 0
+        p_val, p_test = (np.eye(n_classes)[rule_predict(feature_table(data, s.rows), labels.classes)]
+                         for s in (val, test))
+    else:
+        pick = select_subset(train_all, cfg)
+        inputs = _inputs(cfg, data)
+        model = make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler(),
+                              LogisticRegression(max_iter=5000, random_state=cfg.seed))
+        x_train, y_train, n_labelled = inputs(train_all.rows[pick]), train_all.y[pick], len(pick)
+        model.fit(x_train, y_train)
+        p_val, p_test = (_proba(model, inputs(s.rows), n_classes) for s in (val, test))
+        row["train_loss"] = log_loss(y_train, _proba(model, x_train, n_classes), labels=range(n_classes))
     score = val_score(val.y, p_val, False)
-    train_loss = log_loss(y_train, _proba(model, x_train, len(labels.classes)), labels=range(len(labels.classes)))
-    report({"epoch": 1, "train_loss": train_loss, "val_score": score, "val_classes_used": classes_used(p_val),
-            "precision": "fp32"})
-    majority = int(np.bincount(train_all.y, minlength=len(labels.classes)).argmax())
+    report({**row, "val_score": score, "val_classes_used": classes_used(p_val)})
+    majority = int(np.bincount(train_all.y, minlength=n_classes).argmax())
     final = singlelabel_metrics(test.y, p_test, labels.classes, majority)
     final.update(val_score=score, test_single_class=int(classes_used(p_test) == 1), epoch=1, best_epoch=1,
-                 best_val_score=score, epochs_run=1, collapsed=None, n_labelled=len(pick), precision="fp32",
+                 best_val_score=score, epochs_run=1, collapsed=None, n_labelled=n_labelled, precision="fp32",
                  bn_stats="none", done=True)
     save_predictions(out_dir, cfg, labels, data, p_test)
     report(final)
     return final
+
+
+def _inputs(cfg: FinetuneConfig, data: ECGData) -> Callable[[np.ndarray], np.ndarray]:
+    """rows -> the control's inputs: FEATURES (n, F), joined to the frozen encoder's embedding (n, F + D)
+    for the tracks that have an encoder."""
+    if cfg.spec.init == "handcrafted":
+        return lambda rows: feature_table(data, rows)
+    device = resolve_device(cfg.device)
+    encoder = build_track_encoder(cfg).to(device)
+
+    def inputs(rows: np.ndarray) -> np.ndarray:
+        emb = Features(encoder, Signals(data, rows, device), cfg.eval_batch_size).x  # (n, D) fp32, eval mode
+        return np.hstack([feature_table(data, rows), emb.cpu().numpy().astype(np.float64)])
+
+    return inputs
 
 
 def _proba(model: object, x: np.ndarray, n_classes: int) -> np.ndarray:
@@ -96,3 +104,4 @@ def _proba(model: object, x: np.ndarray, n_classes: int) -> np.ndarray:
     out = np.zeros((len(x), n_classes))
     out[:, model.classes_] = model.predict_proba(x)
     return out
+

@@ -128,7 +128,7 @@ class SweepSpec:
     @property
     def searched_cells(self) -> tuple[Cell, ...]:
         """The cells whose learning rate and weight decay are searched (a hand-crafted control has none)."""
-        return tuple(c for c in self.cells if TRACKS[c.track].init != "handcrafted")
+        return tuple(c for c in self.cells if TRACKS[c.track].fit == "sgd")
 
 
 def load_sweep(name: str, scale: str, sweeps_dir: Path = SWEEPS_DIR) -> SweepSpec:

@@ -76,7 +76,7 @@ def test_markdown_fewshot_has_trivial_baseline_and_na():
     n300 = next(ln for ln in md.splitlines() if ln.startswith("| balanced_n300"))
     assert "n/a" in n300 and "300" in n300  # one seed: std and CI undefined
     scratch = next(ln for ln in md.splitlines() if ln.startswith("| scratch_noaug"))
-    assert "67 %" in scratch
+    assert "| 2/3 " in scratch  # collapsed seeds of all, as counts
 
 
 def test_fewshot_plot_tells_one_track_at_two_n_apart():
@@ -150,7 +150,7 @@ def test_fewshot_tables_show_bn_stats_fisher_and_na_collapse():
     md = results_markdown(res)
     assert "BN stats" in md and "Fisher p vs scratch" in md
     ssl_running = next(ln for ln in md.splitlines() if ln.startswith("| ssl ") and "running" in ln)
-    assert "100 % (p=1.000)" in ssl_running  # both collapse in every seed: Fisher's p is 1
+    assert "3/3 (p=1.000)" in ssl_running  # both collapse in every seed: Fisher's p is 1
     assert "- scratch at N=70: running − precise test_macro_f1 +0.0000" in md
     frozen = next(ln for ln in md.splitlines() if ln.startswith("| frozen_probe") and "precise" in ln)
     assert "| n/a " in frozen

@@ -210,3 +210,41 @@ def test_methods_compare_paired_at_the_same_cell_and_each_against_supervised():
     # and each method against supervised, paired the same way
     vs = by[("ssl_finetune", "masked", 0.1)]["vs_supervised"]
     assert vs["mean_diff"] == pytest.approx(statistics.mean(x - y for x, y in zip(a, auroc[("supervised", None, 0.1)])))
+
+
+def test_holm_by_hand():
+    from ssrl.report.stats import holm
+
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> running max 0.02, 0.03, 0.06, 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # 0.5 x 2 caps at 1; the running max carries it
+    assert holm([]) == []
+
+
+def test_controls_and_holm_families_in_a_fewshot_file():
+    """Every deep condition is compared with hrv_logreg at its N and with the zero-label rule; the file's
+    p-values are adjusted within two families (paired metric contrasts, Fisher collapse tests)."""
+    from ssrl.report import add_fewshot_contrasts
+    from ssrl.report.stats import add_holm, holm
+
+    rows = FEWSHOT_ROWS + [{"track": "hrv_logreg", "n_labelled": 70, "seed": s, "test_macro_f1": f}
+                           for s, f in ((42, 0.30), (52, 0.31), (62, 0.20))]
+    rows += [{"track": "hr_rule", "n_labelled": 0, "seed": s, "test_macro_f1": 0.27} for s in (42, 52, 62)]
+    cells = add_fewshot_contrasts(build_cells(rows, "test_macro_f1", ("track", "n_labelled", "bn_stats")),
+                                  "test_macro_f1")
+    by = {(c["track"], c.get("n_labelled"), c.get("bn_stats")): c for c in cells}
+    scratch = by[("scratch", 70, "precise")]
+    assert scratch["vs_hrv_logreg"]["mean_diff"] == pytest.approx(statistics.mean([0.22 - 0.30, 0.25 - 0.31,
+                                                                                   0.24 - 0.20]))
+    assert scratch["vs_hr_rule"]["mean_diff"] == pytest.approx(statistics.mean([0.22, 0.25, 0.24]) - 0.27)
+    rule = by[("hr_rule", 0, None)]
+    assert not any(k.startswith("vs_") for k in rule)  # the rule has no scratch or logreg at N = 0
+    assert "vs_hrv_logreg" not in by[("hrv_logreg", 70, None)] and "vs_hr_rule" in by[("hrv_logreg", 70, None)]
+    account = add_holm(cells)
+    contrasts = [d for c in cells for k, d in c.items() if k.startswith("vs_") and d.get("p_value") is not None]
+    fisher = [(c, k) for c in cells for k in list(c) if k.startswith("collapse_") and k.endswith("_p")
+              and c[k] is not None]
+    assert account["families"] == {"paired metric contrasts": len(contrasts), "collapse (Fisher)": len(fisher)}
+    assert [d["p_holm"] for d in contrasts] == pytest.approx(holm([d["p_value"] for d in contrasts]))
+    assert all(c[k + "_holm"] >= c[k] for c, k in fisher)
+    assert add_holm(cells) == account  # idempotent: adjusting twice changes nothing

@@ -52,10 +52,11 @@ def test_the_hand_crafted_control_is_not_searched(edited_sweeps):
 
 @pytest.mark.parametrize("scale", SCALES)
 def test_paper_scale_pretrains_one_encoder_per_evaluation_seed(scale):
-    """At paper scale the pretrain sweep pretrains every evaluation seed (the runner then pairs them)."""
+    """At the paper and cpu-full scales the pretrain sweep pretrains every evaluation seed (the runner then
+    pairs them, so intervals include pretraining variance); smaller scales share one encoder."""
     pre = load_sweep("pretrain", scale)
     for name in ("fewshot", "scarcity"):
-        assert (set(load_sweep(name, scale).seeds) <= set(pre.seeds)) == (scale == "paper")
+        assert (set(load_sweep(name, scale).seeds) <= set(pre.seeds)) == (scale in ("paper", "cpu-full"))
 
 
 def test_results_say_which_encoder_each_seed_fine_tuned():
@@ -84,8 +85,12 @@ def test_ssl_tracks_run_once_per_pretraining_method(edited_sweeps):
     fs = load_sweep("fewshot", "paper")
     assert fs.pretrain_methods == ("simclr", "masked")
     assert {c.group for c in fs.cells if c.track == "ssl"} == {
-        "ssl[simclr]@N70", "ssl[masked]@N70", "ssl[simclr]@N70:running", "ssl[masked]@N70:running"}
-    assert all(c.method == "" for c in fs.cells if c.track in ("scratch", "scratch_aug", "hrv_logreg"))
+        "ssl[simclr]@N70", "ssl[masked]@N70", "ssl[simclr]@N70:running", "ssl[masked]@N70:running",
+        "ssl[simclr]@N300", "ssl[masked]@N300"}
+    assert {c.group for c in fs.cells if c.track == "hybrid"} == {
+        "hybrid[simclr]@N70", "hybrid[masked]@N70", "hybrid[simclr]@N300", "hybrid[masked]@N300"}
+    assert all(c.method == "" for c in fs.cells
+               if c.track in ("scratch", "scratch_aug", "hrv_logreg", "hr_rule", "hybrid_random"))
 
 
 @pytest.mark.parametrize(("value", "msg"), [
@@ -147,7 +152,8 @@ def test_cpu_full_scale_differs_from_the_cpu_scale_only_in_what_it_says():
     changed = {"max_pool", "epochs", "probe_every"}
     assert {k: v for k, v in big.train.items() if k not in changed} == {
         k: v for k, v in cpu.train.items() if k not in changed}
-    assert (big.methods, big.seeds, big.resources) == (cpu.methods, cpu.seeds, cpu.resources)
+    assert (big.methods, big.resources) == (cpu.methods, cpu.resources) and len(cpu.seeds) == 1
+    assert big.seeds == (42, 52, 62, 72, 82)  # one encoder per evaluation seed
     sc, sc_cpu = load_sweep("scarcity", "cpu-full"), load_sweep("scarcity", "cpu")
     assert {c.fraction for c in sc.cells} == {0.01, 0.05, 0.10, 0.25} and not sc.search.enabled
     assert {(c.track, c.method) for c in sc.cells} == {(c.track, c.method) for c in sc_cpu.cells}
@@ -159,3 +165,11 @@ def test_cpu_full_scale_differs_from_the_cpu_scale_only_in_what_it_says():
     assert (fs.seeds, fs.pretrain_methods) == (fs_cpu.seeds, fs_cpu.pretrain_methods)
     for key in ("encoder", "epochs", "patience", "batch_size", "weight_decay"):
         assert fs.train[key] == fs_cpu.train[key], key
+
+
+def test_the_zero_label_rule_sits_at_n_0_and_only_there(edited_sweeps):
+    spec = load_sweep("fewshot", "paper", edited_sweeps(fewshot={"conditions": [{"track": "hr_rule", "n": 0}]}))
+    assert [c.group for c in spec.cells] == ["hr_rule@N0"] and spec.searched_cells == ()
+    for bad, msg in [([{"track": "hr_rule", "n": 70}], "uses no labels"), ([{"track": "scratch", "n": 0}], "positive")]:
+        with pytest.raises(SweepError, match=msg):
+            load_sweep("fewshot", "paper", edited_sweeps(fewshot={"conditions": bad}))

@@ -66,7 +66,8 @@ def test_fewshot_results_search_then_seeds(smoke_runs):
     assert res["metric"] == "test_macro_f1"
     assert {(c["track"], c.get("method"), c["n_labelled"], c.get("bn_stats")) for c in res["cells"]} == {
         ("scratch", None, 10, "precise"), ("scratch", None, 10, "running"), ("ssl", "simclr", 10, "precise"),
-        ("ssl", "masked", 10, "precise"), ("hrv_logreg", None, 10, None), ("scratch", None, 20, "precise")}
+        ("ssl", "masked", 10, "precise"), ("hrv_logreg", None, 10, None), ("scratch", None, 20, "precise"),
+        ("hr_rule", None, 0, None), ("hybrid", "simclr", 10, None), ("hybrid", "masked", 10, None)}
     assert res["trivial_baseline"]["class"] == "SR" and res["baseline_track"] == "scratch"
     # smoke pretrains one encoder, shared by both evaluation seeds
     assert res["pretraining"] == {"methods": ["simclr", "masked"], "selection": "last", "per_seed": False,
@@ -74,15 +75,19 @@ def test_fewshot_results_search_then_seeds(smoke_runs):
     assert 0.0 < res["trivial_baseline"]["value"] < 0.5
     chosen = res["chosen_hyperparameters"]
     assert set(chosen) == {"scratch@N10", "ssl[simclr]@N10", "ssl[masked]@N10", "scratch@N20",
-                           "scratch@N10:running"}  # no search for hrv_logreg
+                           "scratch@N10:running"}  # no search for the controls (hrv_logreg, hr_rule, hybrid)
     for hp in chosen.values():
         assert 1e-5 <= hp["lr"] <= 1e-2 and 1 <= hp["n_trials"] <= 2 and 0.0 <= hp["val_score"] <= 1.0
     for cell in res["cells"]:
         label = f"{cell['track']}[{cell['method']}]" if cell.get("method") else cell["track"]
         group = f"{label}@N{cell['n_labelled']}" + (":running" if cell.get("bn_stats") == "running" else "")
-        if cell["track"] == "hrv_logreg":
-            assert cell["collapse_rate"] is None and "vs_scratch" in cell
+        if cell["track"] in ("hrv_logreg", "hr_rule", "hybrid"):  # controls: no collapse verdict, no epochs
+            assert cell["collapse_rate"] is None and ("vs_scratch" in cell) == (cell["track"] != "hr_rule")
+            assert ("vs_hr_rule" in cell) == (cell["track"] != "hr_rule")
+            assert ("vs_hrv_logreg" in cell) == (cell["track"] == "hybrid")
             continue
+        # every deep condition against the controls: the rule, and the logistic regression at the same N
+        assert "vs_hr_rule" in cell and ("vs_hrv_logreg" in cell) == (cell["n_labelled"] == 10)
         assert 0.0 <= cell["collapse_rate"] <= 1.0 and 0.0 <= cell["single_class_rate"] <= 1.0
         assert ("vs_scratch" in cell) == (cell["track"] != "scratch")
         assert ("vs_precise" in cell) == (cell["bn_stats"] == "running")
@@ -160,9 +165,12 @@ def test_every_scale_keeps_the_protocol_shape():
     paper = load_sweep("fewshot", "paper")
     assert {(c.track, c.n_labelled, c.bn_stats) for c in paper.cells} == {
         ("scratch", 70, ""), ("scratch_aug", 70, ""), ("ssl", 70, ""), ("ssl_aug", 70, ""), ("scratch", 300, ""),
-        ("scratch", 70, "running"), ("ssl", 70, "running"), ("hrv_logreg", 70, "")}
+        ("ssl", 300, ""),
+        ("scratch", 70, "running"), ("ssl", 70, "running"), ("hrv_logreg", 70, ""), ("hrv_logreg", 300, ""),
+        ("hr_rule", 0, ""), ("hybrid", 70, ""), ("hybrid_random", 70, ""), ("hybrid", 300, ""),
+        ("hybrid_random", 300, "")}
     demo = load_sweep("fewshot", "demo")
-    assert {c.n_labelled for c in demo.cells} == {70, 300}
+    assert {c.n_labelled for c in demo.cells} == {0, 70, 300}  # 0: the zero-label rule
     assert load_sweep("scarcity", "paper").search.enabled
     assert sorted({c.fraction for c in load_sweep("scarcity", "paper").cells}) == [0.01, 0.05, 0.1, 0.25, 1.0]
 

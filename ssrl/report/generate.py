@@ -1,0 +1,169 @@
+"""Results tables generated from results files, in the docs and on the command line.
+
+    python -m ssrl.report markdown docs/results/fewshot-cpu-full.json     # the file's whole table
+    python -m ssrl.report docs README.md docs/RESULTS.md [--write]       # check (or rewrite) generated blocks
+
+A generated block in a markdown file sits between ``<!-- generated: docs/results/NAME.json -->`` and
+``<!-- end generated -->`` and holds exactly what ``markdown`` prints for that file. ``check_docs`` also reads the
+prose of every section that holds a block: a signed difference (``+0.045``) or a collapse count (``1 of 5``,
+``1/5 collapsed``) that no results file of that section holds is reported, so hand-typed numbers cannot drift.
+
+A results file written before Holm adjustment existed (no ``multiplicity`` key) has its cells' statistics
+recomputed here from its per-seed values, with the same code the runner uses; the table says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from ssrl.kinds import kind_of
+from ssrl.report.io import write_text_atomic
+from ssrl.report.stats import add_holm, collapse_counts
+from ssrl.report.tables import results_markdown
+
+BLOCK = re.compile(r"(<!-- generated: (?P<path>[^ ]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
+SIGNED = re.compile(r"(?<![\w.])[+−-]0\.\d{2,4}\b")  # a difference as the prose states it: +0.045, −0.077
+COUNT = re.compile(r"\b(\d+) (?:of|out of) (\d+)\b|\b(\d+)/(\d+) collapsed")
+TOLERANCE_RECOMPUTED = 1e-12  # a recomputed cell mean must equal the file's
+
+
+def load_results(path: Path) -> dict[str, Any]:
+    """A results file, with Holm-adjusted p-values (recomputed from the per-seed values if it predates them)."""
+    results = json.loads(Path(path).read_text())
+    if "multiplicity" in results:
+        return results
+    kind = kind_of(results["sweep"])
+    rows = []
+    for cell in results["cells"]:
+        keys = {k: cell.get(k) for k in kind.cell_keys}
+        rows += [{**keys, **r, "status": "ok"} for r in cell.get("per_seed", [])]
+        rows += [{**keys, "seed": f["seed"], "status": "failed", "error": f["error"]} for f in cell.get("failed", [])]
+    methods = (results.get("pretraining") or {}).get("methods") or list(
+        dict.fromkeys(c["method"] for c in results["cells"] if c.get("method")))
+    cells = kind.cells(rows, results["metric"], methods)
+    before = {_cell_key(c, kind.cell_keys): c.get("mean") for c in results["cells"]}
+    for c in cells:
+        old = before.get(_cell_key(c, kind.cell_keys))
+        if (old is None) != (c["mean"] is None) or (old is not None and abs(old - c["mean"]) > TOLERANCE_RECOMPUTED):
+            raise ValueError(f"{path}: cell {_cell_key(c, kind.cell_keys)} recomputes to mean {c['mean']}, "
+                             f"the file says {old}; the file is inconsistent")
+    return {**results, "cells": cells, "multiplicity": add_holm(cells), "recomputed": True}
+
+
+def _cell_key(cell: dict, keys: tuple[str, ...]) -> tuple:
+    return tuple(cell.get(k) for k in keys)
+
+
+def markdown(path: Path) -> str:
+    """What a generated block of ``path`` holds: the results file's whole table."""
+    results = load_results(path)
+    text = results_markdown(results)
+    if results.get("recomputed"):
+        text += ("\nThis file predates Holm adjustment: its cells' statistics were recomputed from its per-seed "
+                 "values (every mean agrees with the file).\n")
+    return text
+
+
+def regenerate(text: str, root: Path) -> str:
+    """text with every generated block's body replaced by markdown() of the file it names (paths from root)."""
+    return BLOCK.sub(lambda m: m.group(1) + markdown(root / m.group("path")) + m.group(4), text)
+
+
+def _sections(text: str) -> list[str]:
+    """The level-2 sections of a markdown text (## heading to the next one)."""
+    return re.split(r"\n(?=## )", text)
+
+
+def _numbers_held(results: dict[str, Any]) -> tuple[set[float], set[tuple[int, int]]]:
+    """Every difference a results file holds (mean_diff, CI bounds) and every collapse count (k, n)."""
+    diffs, counts = set(), set()
+
+    def walk(obj: Any) -> None:
+        if isinstance(obj, dict):
+            if obj.get("mean_diff") is not None:
+                diffs.add(obj["mean_diff"])
+                diffs.update(obj.get("ci95") or [])
+            for v in obj.values():
+                walk(v)
+        elif isinstance(obj, list):
+            for v in obj:
+                walk(v)
+
+    walk(results["cells"])
+    for cell in results["cells"]:
+        c = collapse_counts(cell)
+        if c is not None:
+            counts.add(c)
+    return diffs, counts
+
+
+def check_prose(section: str, results: list[dict[str, Any]]) -> list[str]:
+    """Numbers the prose of a section states (outside its generated blocks) that none of its results files hold."""
+    prose = BLOCK.sub("", section)
+    held = [_numbers_held(r) for r in results]
+    diffs = set().union(*(d for d, _ in held)) if held else set()
+    counts = set().union(*(c for _, c in held)) if held else set()
+    bad = []
+    for m in SIGNED.finditer(prose):
+        stated = float(m.group(0).replace("−", "-"))
+        digits = len(m.group(0).split(".")[1])
+        if not any(math.isclose(round(d, digits), stated, abs_tol=10 ** -(digits + 3)) for d in diffs):
+            bad.append(f"difference {m.group(0)} ('{_around(prose, m)}') is in none of the section's results files")
+    for m in COUNT.finditer(prose):
+        k, n = (int(g) for g in (m.group(1, 2) if m.group(1) else m.group(3, 4)))
+        if "collaps" in _around(prose, m, 80) and (k, n) not in counts:
+            bad.append(f"collapse count {m.group(0)} ('{_around(prose, m)}') is in none of the section's results files")
+    return bad
+
+
+def _around(text: str, m: re.Match, width: int = 40) -> str:
+    return " ".join(text[max(0, m.start() - width):m.end() + width].split())
+
+
+def check_docs(path: Path, root: Path) -> list[str]:
+    """Problems of one markdown file: a generated block that differs from its file, or prose numbers that
+    no results file of its section holds."""
+    text = path.read_text()
+    bad = [f"{path}: the generated block of {m.group('path')} differs from `python -m ssrl.report markdown "
+           f"{m.group('path')}`" for m in BLOCK.finditer(text) if m.group("body") != markdown(root / m.group("path"))]
+    for section in _sections(text):
+        files = [m.group("path") for m in BLOCK.finditer(section)]
+        if files:
+            heading = section.splitlines()[0][:60]
+            bad += [f"{path} ({heading}): {b}" for b in check_prose(section, [load_results(root / f) for f in files])]
+    return bad
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m ssrl.report markdown FILE | docs FILE... [--write]."""
+    p = argparse.ArgumentParser(prog="python -m ssrl.report", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    md = sub.add_parser("markdown", help="print a results file's whole table")
+    md.add_argument("file", type=Path)
+    docs = sub.add_parser("docs", help="check the generated blocks and prose numbers of markdown files")
+    docs.add_argument("files", type=Path, nargs="+")
+    docs.add_argument("--write", action="store_true", help="rewrite the generated blocks in place first")
+    docs.add_argument("--root", type=Path, default=Path("."), help="where block paths start (default: .)")
+    args = p.parse_args(argv)
+    try:
+        if args.cmd == "markdown":
+            print(markdown(args.file), end="")
+            return 0
+        bad = []
+        for f in args.files:
+            if args.write:
+                write_text_atomic(f, regenerate(f.read_text(), args.root))
+            bad += check_docs(f, args.root)
+    except (OSError, KeyError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for line in bad:
+        print(line)
+    return 1 if bad else 0
+
