@@ -1,4 +1,4 @@
-"""python -m ssrl.report {rescore,markdown,docs} ...: re-score a sweep, print a results file's table, check docs."""
+"""python -m ssrl.report {rescore,markdown,docs,merge} ...: re-score, print a results file's table, check docs, merge runs."""
 
 from __future__ import annotations
 
@@ -6,19 +6,24 @@ import sys
 
 USAGE = """usage: python -m ssrl.report rescore FILE [--results results.json]
        python -m ssrl.report markdown RESULTS.json
-       python -m ssrl.report docs FILE.md... [--write]"""
+       python -m ssrl.report docs FILE.md... [--write]
+       python -m ssrl.report merge A.json B.json... --predictions A.npz B.npz... --out C.json"""
 
 
 def main(argv: list[str] | None = None) -> int:
     """Dispatch the subcommand."""
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] not in ("rescore", "markdown", "docs"):
+    if not args or args[0] not in ("rescore", "markdown", "docs", "merge"):
         print(USAGE, file=sys.stderr)
         return 2
     if args[0] == "rescore":
         from ssrl.report.rescore import main as rescore
 
         return rescore(args[1:])
+    if args[0] == "merge":
+        from ssrl.report.merge import main as merge
+
+        return merge(args[1:])
     from ssrl.report.generate import main as generate
 
     return generate(args)

@@ -39,14 +39,7 @@ def load_results(path: Path) -> dict[str, Any]:
     if "multiplicity" in results:
         return results
     kind = kind_of(results["sweep"])
-    rows = []
-    for cell in results["cells"]:
-        keys = {k: cell.get(k) for k in kind.cell_keys}
-        rows += [{**keys, **r, "status": "ok"} for r in cell.get("per_seed", [])]
-        rows += [{**keys, "seed": f["seed"], "status": "failed", "error": f["error"]} for f in cell.get("failed", [])]
-    methods = (results.get("pretraining") or {}).get("methods") or list(
-        dict.fromkeys(c["method"] for c in results["cells"] if c.get("method")))
-    cells = kind.cells(rows, results["metric"], methods)
+    cells = kind.cells(rows_of(results), results["metric"], methods_of(results))
     before = {_cell_key(c, kind.cell_keys): c.get("mean") for c in results["cells"]}
     for c in cells:
         old = before.get(_cell_key(c, kind.cell_keys))
@@ -54,6 +47,23 @@ def load_results(path: Path) -> dict[str, Any]:
             raise ValueError(f"{path}: cell {_cell_key(c, kind.cell_keys)} recomputes to mean {c['mean']}, "
                              f"the file says {old}; the file is inconsistent")
     return {**results, "cells": cells, "multiplicity": add_holm(cells), "recomputed": True}
+
+
+def rows_of(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-seed rows a results file's cells were built from (failed seeds as failed rows)."""
+    keys_of = kind_of(results["sweep"]).cell_keys
+    rows = []
+    for cell in results["cells"]:
+        keys = {k: cell.get(k) for k in keys_of}
+        rows += [{**keys, **r, "status": "ok"} for r in cell.get("per_seed", [])]
+        rows += [{**keys, "seed": f["seed"], "status": "failed", "error": f["error"]} for f in cell.get("failed", [])]
+    return rows
+
+
+def methods_of(results: dict[str, Any]) -> list[str]:
+    """The pretraining methods of a results file, in the sweep's order."""
+    return (results.get("pretraining") or {}).get("methods") or list(
+        dict.fromkeys(c["method"] for c in results["cells"] if c.get("method")))
 
 
 def _cell_key(cell: dict, keys: tuple[str, ...]) -> tuple:

@@ -1,0 +1,127 @@
+"""Several runs of one benchmark on the same data as one results file, so their cells pair by seed.
+
+    python -m ssrl.report merge A.json B.json --predictions A.npz B.npz --out C.json
+
+Runs that drew their label subsets with the same seeds on the same data hold the same subsets (the subset
+depends on the seed, N or fraction, and the labels only), so a condition run later (a new control, say) pairs
+with the conditions of an earlier run. The merge refuses runs of different benchmarks, metrics, task, rate or
+test fold (the predictions files' test records and labels must agree), and a cell that two runs both hold.
+The cells and every contrast are rebuilt from the per-seed values with the code the runner uses, Holm included;
+the predictions files are joined, so ``rescore`` checks the merged file like any other. ``merged_from`` names
+each run (its run id, scale, precision, pretraining and data fingerprint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ssrl.kinds import kind_of
+from ssrl.report.generate import methods_of, rows_of
+from ssrl.report.io import write_bytes_atomic, write_json_atomic
+from ssrl.report.stats import add_holm
+
+SAME = ("sweep", "metric")
+SAME_DATA = ("name", "sampling_rate", "task")
+
+
+def merge(results: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    """One results dict from several runs' results (cells rebuilt, contrasts and Holm over all of them)."""
+    first = results[0]
+    for res, name in zip(results[1:], names[1:]):
+        for key in SAME:
+            if res.get(key) != first.get(key):
+                raise ValueError(f"{name}: {key} {res.get(key)!r} differs from {names[0]}'s {first.get(key)!r}")
+        for key in SAME_DATA:
+            if res["dataset"].get(key) != first["dataset"].get(key):
+                raise ValueError(f"{name}: dataset {key} differs from {names[0]}'s")
+        a, b = first.get("trivial_baseline"), res.get("trivial_baseline")
+        if (a is None) != (b is None) or (a and (a["class"] != b["class"] or not math.isclose(a["value"], b["value"]))):
+            raise ValueError(f"{name}: the trivial baseline differs from {names[0]}'s: not the same test fold")
+    kind = kind_of(first["sweep"])
+    seen: dict[tuple, str] = {}
+    rows = []
+    for res, name in zip(results, names):
+        for cell in res["cells"]:
+            key = tuple(cell.get(k) for k in kind.cell_keys)
+            if key in seen:
+                raise ValueError(f"{name} and {seen[key]} both hold the cell {key}; merge runs of different cells")
+            seen[key] = name
+        rows += rows_of(res)
+    methods = list(dict.fromkeys(m for res in results for m in methods_of(res)))
+    cells = kind.cells(rows, first["metric"], methods)
+    out = {k: first[k] for k in ("sweep", "dataset", "metric") if k in first}
+    out["dataset"] = {**first["dataset"], "fingerprint": [r["dataset"].get("fingerprint") for r in results]}
+    out.update(scale=first.get("scale"), run_id=[r.get("run_id") for r in results], cells=cells,
+               n_runs=sum(r.get("n_runs", 0) for r in results), n_failed=sum(r.get("n_failed", 0) for r in results),
+               n_skipped=sum(r.get("n_skipped", 0) for r in results),
+               precision={"requested": sorted({r["precision"]["requested"] for r in results if r.get("precision")}),
+                          "used": sorted({u for r in results for u in (r.get("precision") or {}).get("used", [])})},
+               multiplicity=add_holm(cells),
+               merged_from=[{"file": n, "run_id": r.get("run_id"), "scale": r.get("scale"),
+                             "precision": r.get("precision"), "pretraining": r.get("pretraining"),
+                             "fingerprint": r["dataset"].get("fingerprint"), "cells": len(r["cells"])}
+                            for r, n in zip(results, names)])
+    pre = [r["pretraining"] for r in results if r.get("pretraining")]
+    if pre:
+        out["pretraining"] = pre[0]
+    for key in ("baseline_track", "trivial_baseline"):
+        if key in first:
+            out[key] = first[key]
+    return out
+
+
+def merge_predictions(paths: list[Path]) -> bytes:
+    """The predictions files joined (one npz): every run must hold the same test records and labels."""
+    parts = [np.load(p, allow_pickle=False) for p in paths]
+    first = parts[0]
+    probs, meta = [], {}
+    for z, path in zip(parts, paths):
+        if str(z["metric"]) != str(first["metric"]) or not np.array_equal(z["classes"], first["classes"]):
+            raise ValueError(f"{path}: metric or classes differ from {paths[0]}'s")
+        if not np.array_equal(np.sort(z["ecg_id"]), np.sort(first["ecg_id"])):
+            raise ValueError(f"{path}: its test records differ from {paths[0]}'s")
+        where = {int(e): i for i, e in enumerate(z["ecg_id"])}
+        order = [where[int(e)] for e in first["ecg_id"]]
+        if not np.array_equal(np.asarray(z["y"])[order], first["y"]):
+            raise ValueError(f"{path}: its test labels differ from {paths[0]}'s")
+        probs.append(np.asarray(z["prob"])[:, order])
+        for k, v in json.loads(str(z["meta"])).items():
+            meta.setdefault(k, []).extend(v)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, prob=np.concatenate(probs).astype(np.float32), ecg_id=first["ecg_id"], y=first["y"],
+                        classes=first["classes"], metric=first["metric"], meta=np.asarray(json.dumps(meta)))
+    return buf.getvalue()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m ssrl.report merge A.json B.json... --predictions A.npz B.npz... --out C.json."""
+    p = argparse.ArgumentParser(prog="python -m ssrl.report merge", description=__doc__.splitlines()[0])
+    p.add_argument("results", type=Path, nargs="+")
+    p.add_argument("--predictions", type=Path, nargs="+", required=True, help="each run's predictions file, in order")
+    p.add_argument("--out", type=Path, required=True, help="the merged results.json; its predictions go beside it")
+    args = p.parse_args(argv)
+    if len(args.predictions) != len(args.results):
+        print("error: give one --predictions file per results file, in the same order", file=sys.stderr)
+        return 2
+    dest = args.out.with_name(args.out.stem + "-predictions.npz")
+    if args.out.exists() or dest.exists():
+        print(f"error: {args.out} or {dest} exists; choose another --out (nothing was overwritten)", file=sys.stderr)
+        return 2
+    try:
+        merged = merge([json.loads(r.read_text()) for r in args.results], [r.name for r in args.results])
+        blob = merge_predictions(args.predictions)
+    except (OSError, KeyError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    write_bytes_atomic(dest, blob)
+    write_json_atomic(args.out, merged)
+    print(f"{args.out}: {len(merged['cells'])} cells from {len(args.results)} runs; predictions in {dest}")
+    return 0

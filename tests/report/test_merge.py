@@ -1,0 +1,70 @@
+"""Merging runs of one benchmark: cells pair by seed across runs, predictions join, and mismatched runs are refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ssrl.kinds import kind_of
+from ssrl.report.merge import main, merge, merge_predictions
+from ssrl.report.rescore import _score, compare, rescore, write_predictions
+
+ECG_IDS = np.arange(100, 140)
+Y = np.random.default_rng(0).integers(0, 5, len(ECG_IDS))
+CLASSES = ["SR", "AFIB", "STACH", "SARRH", "SBRAD"]
+
+
+def _run(tmp_path: Path, name: str, tracks: list[tuple[str, int]], shuffle: int = 0, y=Y) -> tuple[Path, Path]:
+    """A results file and its predictions file for the given (track, N) conditions, seeds 42 and 52."""
+    rng = np.random.default_rng(len(name))
+    order = np.random.default_rng(shuffle).permutation(len(ECG_IDS)) if shuffle else np.arange(len(ECG_IDS))
+    trials, rows = [], []
+    for track, n in tracks:
+        for seed in (42, 52):
+            prob = rng.dirichlet(np.ones(5), len(ECG_IDS))
+            row = {"track": track, "method": None, "n_labelled": n, "seed": seed, "status": "ok",
+                   "bn_stats": "precise" if track == "scratch" else None,
+                   "collapsed": False if track == "scratch" else None, "test_macro_f1": _score("test_macro_f1", y, prob)}
+            rows.append(row)
+            trials.append({**row, "ecg_id": ECG_IDS[order], "y": y[order], "prob": prob[order], "classes": CLASSES})
+    cells = kind_of("fewshot").cells(rows, "test_macro_f1", [])
+    res = {"sweep": "fewshot", "scale": "cpu-full", "run_id": name, "metric": "test_macro_f1", "cells": cells,
+           "dataset": {"name": "ptbxl", "sampling_rate": 100, "task": "rhythm5", "fingerprint": name},
+           "n_runs": len(rows), "n_failed": 0, "n_skipped": 0, "precision": {"requested": "auto", "used": ["fp32"]},
+           "baseline_track": "scratch", "trivial_baseline": {"name": "always SR", "class": "SR", "value": 0.18}}
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(res))
+    return path, write_predictions(tmp_path / f"{name}.npz", "test_macro_f1", trials)
+
+
+def test_a_later_control_pairs_with_an_earlier_run(tmp_path, capsys):
+    a = _run(tmp_path, "deep", [("scratch", 70)])
+    b = _run(tmp_path, "controls", [("hrv_logreg", 70), ("hr_rule", 0)], shuffle=3)
+    out = tmp_path / "merged.json"
+    assert main([str(a[0]), str(b[0]), "--predictions", str(a[1]), str(b[1]), "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    scratch = next(c for c in res["cells"] if c["track"] == "scratch")
+    assert scratch["vs_hrv_logreg"]["n_pairs"] == 2 and "vs_hr_rule" in scratch
+    assert [m["run_id"] for m in res["merged_from"]] == ["deep", "controls"] and res["n_runs"] == 6
+    assert res["multiplicity"]["families"]["paired metric contrasts"] >= 3
+    metric, rows = rescore(tmp_path / "merged-predictions.npz")
+    assert len(rows) == 6 and compare(rows, res, metric) == []  # every seed re-scores from the joined file
+    assert main([str(a[0]), str(b[0]), "--predictions", str(a[1]), str(b[1]), "--out", str(out)]) == 2
+    assert "nothing was overwritten" in capsys.readouterr().err
+
+
+def test_runs_that_cannot_pair_are_refused(tmp_path):
+    a, b = _run(tmp_path, "a", [("scratch", 70)]), _run(tmp_path, "b", [("scratch", 70)])
+    with pytest.raises(ValueError, match="both hold the cell"):
+        merge([json.loads(a[0].read_text()), json.loads(b[0].read_text())], ["a", "b"])
+    c = _run(tmp_path, "c", [("hrv_logreg", 70)])
+    other = json.loads(c[0].read_text())
+    other["trivial_baseline"]["class"] = "AFIB"
+    with pytest.raises(ValueError, match="not the same test fold"):
+        merge([json.loads(a[0].read_text()), other], ["a", "c"])
+    d = _run(tmp_path, "d", [("hrv_logreg", 70)], y=(Y + 1) % 5)
+    with pytest.raises(ValueError, match="test labels differ"):
+        merge_predictions([a[1], d[1]])
