@@ -10,7 +10,7 @@ from ssrl.data import open_ptbxl, task_labels
 from ssrl.data.ptbxl import RHYTHM5
 from ssrl.data.rpeaks import FEATURES, feature_table
 from ssrl.train import finetune
-from ssrl.train.handcrafted import AF_RMSSD_REL, RATE_BPM, SARRH_RANGE_S, rule_predict
+from ssrl.train.handcrafted import AF_RMSSD_REL, C_GRID, RATE_BPM, SARRH_RANGE_S, rule_predict
 
 
 def _features(**kw: float) -> np.ndarray:
@@ -79,4 +79,15 @@ def test_hybrid_joins_the_features_to_the_embedding(track, ft_cfg, pretrained_ck
     from ssrl.train.common import build_track_encoder
 
     out_dim = build_track_encoder(ft_cfg(task="rhythm5", track=track, **extra)).out_dim
-    assert widths == [(70, len(FEATURES) + out_dim)] and final["n_labelled"] == 70 and final["done"]
+    assert widths == [(70, len(FEATURES) + out_dim)] * len(C_GRID) and final["n_labelled"] == 70 and final["done"]
+
+
+def test_logreg_strength_is_chosen_on_the_validation_fold(ft_cfg, monkeypatch):
+    """Each C of the grid is fitted on the subset and scored on the validation fold; the best one is kept."""
+    import ssrl.train.handcrafted as hc
+
+    scores = iter([0.1, 0.3, 0.9, 0.3, 0.2])  # the third C (0.1) wins
+    monkeypatch.setattr(hc, "val_score", lambda y, p, m: next(scores, 0.9))
+    seen = []
+    final = finetune(ft_cfg(task="rhythm5", track="hrv_logreg", n_per_class=14), seen.append)
+    assert seen[0]["logreg_c"] == final["logreg_c"] == C_GRID[2]
