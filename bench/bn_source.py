@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ssrl.config import FinetuneConfig, from_dict
+from ssrl.config import TRACKS, FinetuneConfig, from_dict
 from ssrl.data import pretrain_rows
 from ssrl.train.batchnorm import recompute_bn_stats
 from ssrl.train.finetuning import predict, prepare
@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for trial in sorted(args.eval_dir.glob("finetune_trainable_*")):
         params = json.loads((trial / "params.json").read_text())
-        if params.get("track") in ("hrv_logreg",) or params.get("track", "").endswith("frozen"):
+        spec = TRACKS.get(params.get("track", ""))
+        if spec is None or spec.fit != "sgd" or spec.frozen:  # controls and frozen encoders: no BatchNorm to vary
             continue
         if args.groups and params.get("group") not in args.groups:
             continue
