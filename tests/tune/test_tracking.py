@@ -14,7 +14,7 @@ import pytest
 from helpers import stage_runs
 from mlflow.tracking import MlflowClient
 
-from ssrl.config import FinetuneConfig
+from ssrl.config import TRACKS, FinetuneConfig
 from ssrl.tune import runner
 from ssrl.tune.meta import TrialMeta, trial_space
 from ssrl.tune.spec import Cell, load_sweep
