@@ -1,11 +1,12 @@
 """Several runs of one benchmark on the same data as one results file, so their cells pair by seed.
 
-    python -m ssrl.report merge A.json B.json --predictions A.npz B.npz --out C.json
+    python -m ssrl.report merge A.json B.json --predictions A.npz B.npz --out C.json [--replace]
 
 Runs that drew their label subsets with the same seeds on the same data hold the same subsets (the subset
 depends on the seed, N or fraction, and the labels only), so a condition run later (a new control, say) pairs
 with the conditions of an earlier run. The merge refuses runs of different benchmarks, metrics, task, rate or
-test fold (the predictions files' test records and labels must agree), and a cell that two runs both hold.
+test fold (the predictions files' test records and labels must agree), and a cell that two runs both hold
+(unless ``--replace``: the later run's cell wins, e.g. a control re-run after a fix, and the file says so).
 The cells and every contrast are rebuilt from the per-seed values with the code the runner uses, Holm included;
 the predictions files are joined, so ``rescore`` checks the merged file like any other. ``merged_from`` names
 each run (its run id, scale, precision, pretraining and data fingerprint).
@@ -32,8 +33,12 @@ SAME = ("sweep", "metric")
 SAME_DATA = ("name", "sampling_rate", "task")
 
 
-def merge(results: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
-    """One results dict from several runs' results (cells rebuilt, contrasts and Holm over all of them)."""
+def merge(results: list[dict[str, Any]], names: list[str], replace: bool = False) -> dict[str, Any]:
+    """One results dict from several runs' results (cells rebuilt, contrasts and Holm over all of them).
+
+    A cell two runs both hold is an error, unless ``replace``: then the later run's cell replaces the earlier
+    one (a control re-run after a fix), and ``merged_from`` lists what each run lost.
+    """
     first = results[0]
     for res, name in zip(results[1:], names[1:]):
         for key in SAME:
@@ -46,29 +51,25 @@ def merge(results: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
         if (a is None) != (b is None) or (a and (a["class"] != b["class"] or not math.isclose(a["value"], b["value"]))):
             raise ValueError(f"{name}: the trivial baseline differs from {names[0]}'s: not the same test fold")
     kind = kind_of(first["sweep"])
-    seen: dict[tuple, str] = {}
+    dropped = replaced_cells(results, names, replace)
     rows = []
-    for res, name in zip(results, names):
-        for cell in res["cells"]:
-            key = tuple(cell.get(k) for k in kind.cell_keys)
-            if key in seen:
-                raise ValueError(f"{name} and {seen[key]} both hold the cell {key}; merge runs of different cells")
-            seen[key] = name
-        rows += rows_of(res)
+    for res, gone in zip(results, dropped):
+        rows += [r for r in rows_of(res) if tuple(r.get(k) for k in kind.cell_keys) not in gone]
     methods = list(dict.fromkeys(m for res in results for m in methods_of(res)))
     cells = kind.cells(rows, first["metric"], methods)
     out = {k: first[k] for k in ("sweep", "dataset", "metric") if k in first}
     out["dataset"] = {**first["dataset"], "fingerprint": [r["dataset"].get("fingerprint") for r in results]}
     out.update(scale=first.get("scale"), run_id=[r.get("run_id") for r in results], cells=cells,
-               n_runs=sum(r.get("n_runs", 0) for r in results), n_failed=sum(r.get("n_failed", 0) for r in results),
-               n_skipped=sum(r.get("n_skipped", 0) for r in results),
+               n_runs=len(rows), n_failed=sum(r["status"] != "ok" for r in rows),
+               n_skipped=sum("skipped" in str(r.get("error", "")) for r in rows),
                precision={"requested": sorted({r["precision"]["requested"] for r in results if r.get("precision")}),
                           "used": sorted({u for r in results for u in (r.get("precision") or {}).get("used", [])})},
                multiplicity=add_holm(cells),
                merged_from=[{"file": n, "run_id": r.get("run_id"), "scale": r.get("scale"),
                              "precision": r.get("precision"), "pretraining": r.get("pretraining"),
-                             "fingerprint": r["dataset"].get("fingerprint"), "cells": len(r["cells"])}
-                            for r, n in zip(results, names)])
+                             "fingerprint": r["dataset"].get("fingerprint"), "cells": len(r["cells"]),
+                             "replaced": [list(k) for k in sorted(gone, key=str)]}
+                            for r, n, gone in zip(results, names, dropped)])
     pre = [r["pretraining"] for r in results if r.get("pretraining")]
     if pre:
         out["pretraining"] = pre[0]
@@ -78,12 +79,32 @@ def merge(results: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
     return out
 
 
-def merge_predictions(paths: list[Path]) -> bytes:
-    """The predictions files joined (one npz): every run must hold the same test records and labels."""
+def replaced_cells(results: list[dict[str, Any]], names: list[str], replace: bool) -> list[set[tuple]]:
+    """Per run, the cell keys a later run replaces (empty sets without ``replace``, where a repeat is an error)."""
+    keys_of = kind_of(results[0]["sweep"]).cell_keys
+    seen: dict[tuple, str] = {}
+    out: list[set[tuple]] = [set() for _ in results]
+    for i in reversed(range(len(results))):
+        for cell in results[i]["cells"]:
+            key = tuple(cell.get(k) for k in keys_of)
+            if key in seen:
+                if not replace:
+                    raise ValueError(f"{names[i]} and {seen[key]} both hold the cell {key}; merge runs of different "
+                                     "cells, or give --replace to let the later run's cell replace it")
+                out[i].add(key)
+            else:
+                seen[key] = names[i]
+    return out
+
+
+def merge_predictions(paths: list[Path], dropped: list[set[tuple]] | None = None,
+                      cell_keys: tuple[str, ...] = ()) -> bytes:
+    """The predictions files joined (one npz): every run must hold the same test records and labels; the
+    trials of ``dropped`` cells (per file, keyed by ``cell_keys``) are left out."""
     parts = [np.load(p, allow_pickle=False) for p in paths]
     first = parts[0]
     probs, meta = [], {}
-    for z, path in zip(parts, paths):
+    for i, (z, path) in enumerate(zip(parts, paths)):
         if str(z["metric"]) != str(first["metric"]) or not np.array_equal(z["classes"], first["classes"]):
             raise ValueError(f"{path}: metric or classes differ from {paths[0]}'s")
         if not np.array_equal(np.sort(z["ecg_id"]), np.sort(first["ecg_id"])):
@@ -92,9 +113,12 @@ def merge_predictions(paths: list[Path]) -> bytes:
         order = [where[int(e)] for e in first["ecg_id"]]
         if not np.array_equal(np.asarray(z["y"])[order], first["y"]):
             raise ValueError(f"{path}: its test labels differ from {paths[0]}'s")
-        probs.append(np.asarray(z["prob"])[:, order])
-        for k, v in json.loads(str(z["meta"])).items():
-            meta.setdefault(k, []).extend(v)
+        trial_meta = json.loads(str(z["meta"]))
+        gone = dropped[i] if dropped else set()
+        keep = [t for t in range(len(z["prob"])) if tuple(trial_meta[k][t] for k in cell_keys) not in gone]
+        probs.append(np.asarray(z["prob"])[keep][:, order])
+        for k, v in trial_meta.items():
+            meta.setdefault(k, []).extend(v[t] for t in keep)
     buf = io.BytesIO()
     np.savez_compressed(buf, prob=np.concatenate(probs).astype(np.float32), ecg_id=first["ecg_id"], y=first["y"],
                         classes=first["classes"], metric=first["metric"], meta=np.asarray(json.dumps(meta)))
@@ -107,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("results", type=Path, nargs="+")
     p.add_argument("--predictions", type=Path, nargs="+", required=True, help="each run's predictions file, in order")
     p.add_argument("--out", type=Path, required=True, help="the merged results.json; its predictions go beside it")
+    p.add_argument("--replace", action="store_true",
+                   help="a cell held by two runs is taken from the later one (default: an error)")
     args = p.parse_args(argv)
     if len(args.predictions) != len(args.results):
         print("error: give one --predictions file per results file, in the same order", file=sys.stderr)
@@ -116,8 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.out} or {dest} exists; choose another --out (nothing was overwritten)", file=sys.stderr)
         return 2
     try:
-        merged = merge([json.loads(r.read_text()) for r in args.results], [r.name for r in args.results])
-        blob = merge_predictions(args.predictions)
+        results, names = [json.loads(r.read_text()) for r in args.results], [r.name for r in args.results]
+        merged = merge(results, names, args.replace)
+        blob = merge_predictions(args.predictions, replaced_cells(results, names, args.replace),
+                                 kind_of(results[0]["sweep"]).cell_keys)
     except (OSError, KeyError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

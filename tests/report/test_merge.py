@@ -68,3 +68,19 @@ def test_runs_that_cannot_pair_are_refused(tmp_path):
     d = _run(tmp_path, "d", [("hrv_logreg", 70)], y=(Y + 1) % 5)
     with pytest.raises(ValueError, match="test labels differ"):
         merge_predictions([a[1], d[1]])
+
+
+def test_replace_takes_a_re_run_cell_from_the_later_run(tmp_path):
+    """A control fixed and re-run: --replace drops the earlier run's cell and its trials, and says so."""
+    a = _run(tmp_path, "deep", [("scratch", 70), ("hrv_logreg", 70)])
+    b = _run(tmp_path, "fixed", [("hrv_logreg", 70)], shuffle=5)
+    out = tmp_path / "m.json"
+    assert main([str(a[0]), str(b[0]), "--predictions", str(a[1]), str(b[1]), "--out", str(out)]) == 2
+    assert main([str(a[0]), str(b[0]), "--predictions", str(a[1]), str(b[1]), "--out", str(out), "--replace"]) == 0
+    res = json.loads(out.read_text())
+    fixed = json.loads(b[0].read_text())
+    hrv = next(c for c in res["cells"] if c["track"] == "hrv_logreg")
+    assert hrv["per_seed"] == next(c for c in fixed["cells"] if c["track"] == "hrv_logreg")["per_seed"]
+    assert res["merged_from"][0]["replaced"] == [["hrv_logreg", None, 70, None]] and res["n_runs"] == 4
+    metric, rows = rescore(tmp_path / "m-predictions.npz")
+    assert len(rows) == 4 and compare(rows, res, metric) == []  # the earlier run's hrv trials are gone
