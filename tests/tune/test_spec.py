@@ -173,3 +173,16 @@ def test_the_zero_label_rule_sits_at_n_0_and_only_there(edited_sweeps):
     for bad, msg in [([{"track": "hr_rule", "n": 70}], "uses no labels"), ([{"track": "scratch", "n": 0}], "positive")]:
         with pytest.raises(SweepError, match=msg):
             load_sweep("fewshot", "paper", edited_sweeps(fewshot={"conditions": bad}))
+
+
+def test_controls_sweep_matches_the_fewshot_cpu_full_scale():
+    """bench/fewshot_controls runs the controls of sweeps/fewshot.yaml's cpu-full scale on their own, on the
+    same seeds (hence subsets) and data: merged beside a cpu-full run, its cells pair by seed."""
+    from ssrl.tune.spec import SWEEPS_DIR
+
+    control = load_sweep("fewshot", "cpu-full", SWEEPS_DIR.parent / "bench" / "fewshot_controls")
+    main = load_sweep("fewshot", "cpu-full")
+    assert set(control.cells) == {c for c in main.cells if c.track in ("hrv_logreg", "hr_rule", "hybrid_random")}
+    assert (control.seeds, control.task, control.metric, control.data_records) == (
+        main.seeds, main.task, main.metric, main.data_records)
+    assert not control.needs_pretraining and control.searched_cells == ()
