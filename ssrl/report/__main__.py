@@ -7,13 +7,14 @@ import sys
 USAGE = """usage: python -m ssrl.report rescore FILE [--results results.json]
        python -m ssrl.report markdown RESULTS.json
        python -m ssrl.report docs FILE.md... [--write]
+       python -m ssrl.report restat RESULTS.json...
        python -m ssrl.report merge A.json B.json... --predictions A.npz B.npz... --out C.json"""
 
 
 def main(argv: list[str] | None = None) -> int:
     """Dispatch the subcommand."""
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] not in ("rescore", "markdown", "docs", "merge"):
+    if not args or args[0] not in ("rescore", "markdown", "docs", "merge", "restat"):
         print(USAGE, file=sys.stderr)
         return 2
     if args[0] == "rescore":

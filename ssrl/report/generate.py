@@ -2,14 +2,16 @@
 
     python -m ssrl.report markdown docs/results/fewshot-cpu-full.json     # the file's whole table
     python -m ssrl.report docs README.md docs/RESULTS.md [--write]       # check (or rewrite) generated blocks
+    python -m ssrl.report restat docs/results/*.json                      # today's statistics, same seeds
 
 A generated block in a markdown file sits between ``<!-- generated: docs/results/NAME.json -->`` and
 ``<!-- end generated -->`` and holds exactly what ``markdown`` prints for that file. ``check_docs`` also reads the
 prose of every section that holds a block: a signed difference (``+0.045``) or a collapse count (``1 of 5``,
 ``1/5 collapsed``) that no results file of that section holds is reported, so hand-typed numbers cannot drift.
 
-A results file written before Holm adjustment existed (no ``multiplicity`` key) has its cells' statistics
-recomputed here from its per-seed values, with the same code the runner uses; the table says so.
+A results file written by an older version of the statistics (``stats_version``) has its cells' statistics
+recomputed here from its per-seed values, with the same code the runner uses; the table says so, and
+``restat`` rewrites the file so.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from ssrl.kinds import kind_of
-from ssrl.report.io import write_text_atomic
-from ssrl.report.stats import add_holm, collapse_counts
+from ssrl.report.io import write_json_atomic, write_text_atomic
+from ssrl.report.stats import STATS_VERSION, add_holm, collapse_counts
 from ssrl.report.tables import results_markdown
 
 BLOCK = re.compile(r"(<!-- generated: (?P<path>[^ ]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
@@ -34,9 +36,10 @@ TOLERANCE_RECOMPUTED = 1e-12  # a recomputed cell mean must equal the file's
 
 
 def load_results(path: Path) -> dict[str, Any]:
-    """A results file, with Holm-adjusted p-values (recomputed from the per-seed values if it predates them)."""
+    """A results file with today's statistics: as written, or recomputed from its per-seed values when an
+    older version of the statistics wrote it (before Holm adjustment or logit-scale intervals)."""
     results = json.loads(Path(path).read_text())
-    if "multiplicity" in results:
+    if results.get("stats_version") == STATS_VERSION:
         return results
     kind = kind_of(results["sweep"])
     cells = kind.cells(rows_of(results), results["metric"], methods_of(results))
@@ -46,7 +49,8 @@ def load_results(path: Path) -> dict[str, Any]:
         if (old is None) != (c["mean"] is None) or (old is not None and abs(old - c["mean"]) > TOLERANCE_RECOMPUTED):
             raise ValueError(f"{path}: cell {_cell_key(c, kind.cell_keys)} recomputes to mean {c['mean']}, "
                              f"the file says {old}; the file is inconsistent")
-    return {**results, "cells": cells, "multiplicity": add_holm(cells), "recomputed": True}
+    return {**results, "cells": cells, "multiplicity": add_holm(cells), "stats_version": STATS_VERSION,
+            "recomputed": True}
 
 
 def rows_of(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -75,9 +79,21 @@ def markdown(path: Path) -> str:
     results = load_results(path)
     text = results_markdown(results)
     if results.get("recomputed"):
-        text += ("\nThis file predates Holm adjustment: its cells' statistics were recomputed from its per-seed "
-                 "values (every mean agrees with the file).\n")
+        text += ("\nThis file was written by an older version of the statistics: its cells were recomputed from its "
+                 "per-seed values (every mean agrees with the file; `python -m ssrl.report restat` rewrites it).\n")
     return text
+
+
+def restat(path: Path) -> bool:
+    """Rewrite a results file with today's statistics from its own per-seed values; False if already current.
+
+    Only the cells, the multiplicity account and the version change; every per-seed value stays as it was
+    (load_results checks that every cell mean agrees). The file is replaced atomically."""
+    results = load_results(path)
+    if not results.pop("recomputed", False):
+        return False
+    write_json_atomic(path, results)
+    return True
 
 
 def regenerate(text: str, root: Path) -> str:
@@ -160,10 +176,16 @@ def main(argv: list[str] | None = None) -> int:
     docs.add_argument("files", type=Path, nargs="+")
     docs.add_argument("--write", action="store_true", help="rewrite the generated blocks in place first")
     docs.add_argument("--root", type=Path, default=Path("."), help="where block paths start (default: .)")
+    re_ = sub.add_parser("restat", help="rewrite results files with today's statistics from their per-seed values")
+    re_.add_argument("files", type=Path, nargs="+")
     args = p.parse_args(argv)
     try:
         if args.cmd == "markdown":
             print(markdown(args.file), end="")
+            return 0
+        if args.cmd == "restat":
+            for f in args.files:
+                print(f"{f}: {'rewritten' if restat(f) else 'already current'}")
             return 0
         bad = []
         for f in args.files:

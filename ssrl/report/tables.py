@@ -181,8 +181,9 @@ def _legend(results: dict[str, Any]) -> str:
     holm = ("; p-values are Holm-adjusted within the file's families ("
             + ", ".join(f"{n} {name}" for name, n in fam.items()) + f"); * marks a Δ significant at {ALPHA} "
             "after adjustment") if fam else "; no multiplicity adjustment in this file"
-    return ("Mean ± sample std over seeds; 95 % CI from the Student t distribution; Δ is paired by seed "
-            "(paired t-test); collapsed = seeds whose best validation epoch is <= 1, compared by Fisher's exact "
+    return ("Mean ± sample std over seeds; 95 % CI of a cell: Student t on the logit scale, mapped back (it "
+            "stays inside [0, 1]); Δ is paired by seed (Student t interval, paired t-test); "
+            "collapsed = seeds whose best validation epoch is <= 1, compared by Fisher's exact "
             "test; n/a where a rule or number does not apply (frozen encoders and controls have no collapse "
             "verdict); single class = share of seeds whose best model predicts one class on the test fold; "
             "failed seeds are excluded from the statistics" + holm + ".")

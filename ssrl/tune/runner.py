@@ -18,7 +18,7 @@ from ssrl.errors import USER_ERRORS
 from ssrl.kinds import kind_of, n_classes
 from ssrl.report import constant_macro_f1, results_markdown, write_json_atomic, write_text_atomic
 from ssrl.report.rescore import FILE_NAME
-from ssrl.report.stats import add_holm
+from ssrl.report.stats import STATS_VERSION, add_holm
 from ssrl.train.checkpoint import CheckpointError, encoder_kwargs
 from ssrl.tune import console, describe, predictions, stages
 from ssrl.tune.dataset import DatasetInfo, locate, open_dataset, real_data_given
@@ -397,6 +397,7 @@ def _results(spec: SweepSpec, dataset: DatasetInfo, rows: list[dict], metric: st
                       "used": sorted({r["precision"] for r in rows if r.get("precision")})},
     }
     out["multiplicity"] = add_holm(cells)  # the families of contrasts and how their p-values are adjusted
+    out["stats_version"] = STATS_VERSION
     if chosen:
         out["chosen_hyperparameters"] = chosen
     if pretraining:

@@ -10,7 +10,7 @@ import pytest
 
 from ssrl.kinds import kind_of
 from ssrl.report.generate import check_docs, check_prose, load_results, main, markdown, regenerate
-from ssrl.report.stats import add_holm
+from ssrl.report.stats import STATS_VERSION, add_holm
 from ssrl.report.tables import results_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +29,7 @@ def _write(tmp_path: Path, name: str = "fs.json", holm: bool = True) -> Path:
     cells = kind_of("fewshot").cells(_rows(), "test_macro_f1", ["simclr"])
     res = {"sweep": "fewshot", "metric": "test_macro_f1", "baseline_track": "scratch", "cells": cells}
     if holm:
-        res["multiplicity"] = add_holm(cells)
+        res.update(multiplicity=add_holm(cells), stats_version=STATS_VERSION)
     else:  # a file from before Holm adjustment: no p_holm anywhere
         for c in cells:
             for d in [v for k, v in c.items() if k.startswith("vs_")] + list((c.get("between_methods") or {}).values()):
@@ -55,9 +55,14 @@ def test_a_file_before_holm_is_recomputed_from_its_seeds(tmp_path):
     old = _write(tmp_path, "old.json", holm=False)
     res = load_results(old)
     assert res["recomputed"] and res["multiplicity"]["families"]["paired metric contrasts"] > 0
-    assert "predates Holm adjustment" in markdown(old)
+    assert "older version of the statistics" in markdown(old)
+    assert main(["restat", str(old)]) == 0 and "recomputed" not in json.loads(old.read_text())
+    rewritten = json.loads(old.read_text())
+    assert rewritten["stats_version"] == STATS_VERSION and rewritten["cells"] == res["cells"]
+    assert "older version" not in markdown(old) and main(["restat", str(old)]) == 0  # already current
     raw = json.loads(old.read_text())
-    raw["cells"][0]["mean"] += 0.01  # a file whose summary disagrees with its own seeds
+    raw["cells"][0]["mean"] += 0.01  # an older file whose summary disagrees with its own seeds
+    del raw["stats_version"]
     old.write_text(json.dumps(raw))
     with pytest.raises(ValueError, match="inconsistent"):
         load_results(old)

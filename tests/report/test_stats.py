@@ -18,11 +18,22 @@ def test_summarize_t_interval_by_hand():
     assert s["ci95"] == pytest.approx([2 - 2.484138, 2 + 2.484138], abs=1e-5)
 
 
-def test_summarize_small_sd():
+def test_summarize_small_sd_on_the_logit_scale():
+    """Values in [0, 1]: a t interval of the logits, mapped back (by hand: logit, mean, sd, t, expit)."""
     s = summarize([0.85, 0.87, 0.86])
-    h = T_975_DF2 * 0.01 / math.sqrt(3)
+    z = [math.log(v / (1 - v)) for v in (0.85, 0.87, 0.86)]
+    h = T_975_DF2 * statistics.stdev(z) / math.sqrt(3)
+    expit = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
     assert s["mean"] == pytest.approx(0.86) and s["std"] == pytest.approx(0.01)
-    assert s["ci95"] == pytest.approx([0.86 - h, 0.86 + h], abs=1e-6)
+    assert s["ci95"] == pytest.approx([expit(statistics.mean(z) - h), expit(statistics.mean(z) + h)], abs=1e-7)  # t from a table
+
+
+def test_intervals_of_a_bounded_metric_stay_inside_it():
+    """Three AUROCs near 0.92 with a wide spread: the plain t interval reached 1.11; this one stays in [0, 1]
+    and holds the mean, also with a value at 0 (a collapsed run's macro-F1)."""
+    for values in ([0.9713, 0.8213, 0.9713], [0.0, 0.03, 0.2], [1.0, 0.99, 0.97]):
+        s = summarize(values)
+        assert 0.0 <= s["ci95"][0] <= s["mean"] <= s["ci95"][1] <= 1.0, (values, s)
 
 
 def test_summarize_degenerate_is_json_safe():
