@@ -94,3 +94,15 @@ def test_docs_tables_are_the_results_files(doc):
     text = (ROOT / doc).read_text()
     assert "<!-- generated: " in text
     assert check_docs(ROOT / doc, ROOT) == []
+
+
+@pytest.mark.parametrize("path", sorted(p.relative_to(ROOT) for p in (ROOT / "docs" / "results").rglob("*.json")
+                                        if "cells" in json.loads(p.read_text())), ids=str)
+def test_published_files_hold_todays_statistics(path):
+    """Every published results file carries Holm-adjusted families and cell intervals inside [0, 1] (its metric's
+    bounds); `python -m ssrl.report restat` keeps them current."""
+    res = json.loads((ROOT / path).read_text())
+    assert res["stats_version"] == STATS_VERSION and res["multiplicity"]["method"] == "holm"
+    for cell in res["cells"]:
+        if cell.get("ci95"):
+            assert 0.0 <= cell["ci95"][0] <= cell["mean"] <= cell["ci95"][1] <= 1.0, cell
