@@ -9,7 +9,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-fast lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -25,6 +25,11 @@ demo: setup
 test: setup
 	$(BIN)/python -m ruff check .
 	$(BIN)/python -m pytest -q
+
+# The unit lane: every test but the end-to-end ones (marked e2e: they start Ray or a sweep).
+test-fast: setup
+	$(BIN)/python -m ruff check .
+	$(BIN)/python -m pytest -q -m "not e2e"
 
 lint: setup
 	$(BIN)/python -m ruff check .

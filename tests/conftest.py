@@ -1,4 +1,9 @@
-"""Shared fixtures: one local Ray for the whole test session, with everything under a temp dir."""
+"""Shared fixtures: one local Ray for the whole test session, with everything under a temp dir.
+
+End-to-end tests carry the `e2e` marker (`make test-fast` leaves them out): every test that uses one of
+E2E_FIXTURES gets it here; tests that start Ray, a Ray head or a whole sweep in a subprocess are marked
+where they are written (`@pytest.mark.e2e`).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,16 @@ from helpers import launch_module
 for _key, _value in {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
                      "MLFLOW_DISABLE_TELEMETRY": "true", "RAY_DEDUP_LOGS": "0"}.items():
     os.environ.setdefault(_key, _value)
+
+
+E2E_FIXTURES = frozenset({"ray_session", "smoke_runs"})  # a local Ray; the three smoke sweeps on it
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that needs the session's Ray (directly or through another fixture) as e2e."""
+    for item in items:
+        if E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="session")

@@ -39,6 +39,7 @@ def _bench(tmp_path: Path, *args: str, block: tuple[str, ...] = ()) -> dict:
     return out
 
 
+@pytest.mark.e2e
 def test_tiny_run_on_cpu_without_ray_mlflow_optuna_wfdb(tmp_path: Path) -> None:
     out = _bench(tmp_path, "--tiny", "--records", "300", block=ABSENT_ON_GPU_MACHINES)
     st = out["stages"]
@@ -79,6 +80,7 @@ def _check_scarcity(sc: dict) -> None:
     assert ps["total_s"] == pytest.approx(ps["measured_s"] + ps["search_estimate_s"], abs=0.2)
 
 
+@pytest.mark.e2e
 def test_throughput_stage_measures_the_naive_loop_when_wfdb_is_there(tmp_path: Path) -> None:
     pytest.importorskip("wfdb")
     out = _bench(tmp_path, "--tiny", "--records", "300", "--stages", "data,throughput")

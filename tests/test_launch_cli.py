@@ -307,6 +307,7 @@ def test_interrupt_says_how_to_continue(launch, capsys, out, monkeypatch):
 # --- end to end: a real process prints one line and no traceback --------------------------------------
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("case", ["argument", "data"])
 def test_no_traceback_end_to_end(out, small_root, tmp_path, case, smoke):
     if case == "argument":

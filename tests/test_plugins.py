@@ -195,6 +195,7 @@ def test_unknown_encoder_exits_2_before_ray_starts(plugin, launch, edited_sweeps
     assert "method 'ssrl_plugin_example:NoLoss': class NoLoss lacks loss" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_smoke_sweep_runs_a_plugin_encoder_and_method_end_to_end(plugin, edited_sweeps, synth_root, cache_dir,
                                                                  tmp_path):
     """`python launch.py` as a user runs it, with the plug-in on PYTHONPATH: Ray's workers import it by name."""

@@ -162,6 +162,7 @@ def _home(tmp_path: Path, data: Path) -> Path:
     return home
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_readme_job_submission_runs_the_smoke_sweep(synth_root, cache_dir, tmp_path):
     out, storage = tmp_path / "out", tmp_path / "storage"

@@ -132,6 +132,7 @@ def cluster_main(work: Path, data: str) -> None:
     (work / "summary.json").write_text(json.dumps(info))
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_two_node_cluster_survives_losing_its_worker(synth_root, cache_dir, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_TMPDIR")}

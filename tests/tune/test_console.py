@@ -268,6 +268,7 @@ def test_dry_run_prints_the_plan_and_starts_and_writes_nothing(launch, monkeypat
 # --- the smoke sweep as a user runs it: a subprocess without a terminal ------------------------------
 
 
+@pytest.mark.e2e
 def test_smoke_sweep_console_without_a_terminal(edited_sweeps, synth_root, cache_dir, tmp_path):
     """One track is made to diverge: 4 of 24 trials fail, each as one line; the console stays short and plain,
     ends with the table and where everything is, and the exit code is 1. Ray's own output is in the log."""

@@ -51,6 +51,7 @@ def test_tunes_stop_handler_is_detected_and_removed():
         assert {s: signal.getsignal(s) for s in stages._STOP_SIGNALS} == before  # Ctrl-C works as before
 
 
+@pytest.mark.e2e
 def test_ctrl_c_in_a_terminal_stops_the_sweep_with_130(edited_sweeps, synth_root, cache_dir, tmp_path):
     """SIGINT to the whole process group, as a terminal sends it, while trials run and others wait for
     theirs: Tune ends the started ones as TERMINATED, which must not pass for finished."""
