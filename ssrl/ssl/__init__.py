@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from ssrl.config import PretrainConfig
-from ssrl.plugins import PluginError, Registry
+from ssrl.registry import PluginError, Registry
 from ssrl.ssl.losses import byol_loss, masked_mse, nt_xent
 from ssrl.ssl.masked import Masked, random_mask
 from ssrl.ssl.methods import BYOL, SimCLR, SSLMethod
@@ -24,7 +24,7 @@ def check_method_class(name: str, cls: type) -> None:
 
 
 # Every method is built as Method(encoder, cfg) and reads the PretrainConfig settings it needs;
-# a plug-in 'package.module:Class' is resolved on first use (ssrl.plugins, docs/EXTENDING.md).
+# a plug-in 'package.module:Class' is resolved on first use (ssrl.registry, docs/EXTENDING.md).
 METHODS: Registry[type[SSLMethod]] = Registry("method", check_method_class,
                                               {"simclr": SimCLR, "byol": BYOL, "masked": Masked})
 

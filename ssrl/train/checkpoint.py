@@ -20,11 +20,6 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the file and what to do."""
 
 
-def encoder_kwargs(width: int) -> dict[str, Any]:
-    """Keyword arguments for build_encoder from a config's encoder_width (0 = default)."""
-    return {"width": width} if width else {}
-
-
 def save_encoder(path: Path, encoder: nn.Module, name: str, kwargs: dict, config: dict, **extra: Any) -> None:
     """Write an encoder's weights with everything needed to rebuild it, atomically."""
     blob = {

@@ -9,8 +9,8 @@ from torch import nn
 
 from ssrl.config import FinetuneConfig, to_dict
 from ssrl.data import ECGData, TaskLabels, balanced_subset, fraction_subset
-from ssrl.models import build_encoder
-from ssrl.train.checkpoint import encoder_kwargs, load_encoder
+from ssrl.models import build_encoder, encoder_kwargs
+from ssrl.train.checkpoint import load_encoder
 
 
 def select_subset(train: TaskLabels, cfg: FinetuneConfig) -> np.ndarray:

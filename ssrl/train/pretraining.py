@@ -15,9 +15,9 @@ from torch import nn
 from ssrl.augment import Augment, build_augment
 from ssrl.config import PretrainConfig, to_dict
 from ssrl.data import ECGData, open_ptbxl, pretrain_rows, task_labels
-from ssrl.models import build_encoder
+from ssrl.models import build_encoder, encoder_kwargs
 from ssrl.ssl import METHODS, build_method
-from ssrl.train.checkpoint import encoder_kwargs, save_encoder
+from ssrl.train.checkpoint import save_encoder
 from ssrl.train.loop import (
     Report,
     Signals,

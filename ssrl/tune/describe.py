@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from ssrl.report import results_table_text
+from ssrl.tune.options import LaunchOptions, scale_of, specs
 from ssrl.tune.spec import SweepSpec
 from ssrl.tune.tracking import redact
 
@@ -43,17 +44,25 @@ def records(root: Path | str, sampling_rate: int) -> int:
     return len(read_ptbxl(root, sampling_rate).meta)
 
 
+def precision_line(spec: SweepSpec) -> str:
+    """'precision auto (bf16 here)': the setting and what it resolves to on this machine's device."""
+    from ssrl.train.loop import resolve_device
+    from ssrl.train.precision import resolve_precision
+
+    want = str(spec.train.get("precision", "auto"))
+    here = resolve_precision(want, resolve_device(str(spec.train.get("device", "auto"))))
+    return f"precision {want}" + (f" ({here} here)" if want == "auto" else "")
+
+
 def header(run: Any) -> str:
     """What runs on what, and where everything goes (run: runner._Checked)."""
-    from ssrl.tune.runner import _precision_line
-
     spec, ds = run.spec, run.dataset
     data = f"{shown(ds.root)}: {records(ds.root, ds.sampling_rate)} records at {ds.sampling_rate} Hz; {run.data_how}"
     log = f"{shown(run.log)} (Ray's and Tune's own output; --verbose shows it here)" if run.log else (
         "this console (--verbose)")
     return "\n".join([
         f"ssrl {spec.name} sweep, scale {spec.scale} ({run.scale_why}), run {run.state['run_id']}, "
-        f"{_precision_line(spec)}",
+        f"{precision_line(spec)}",
         _row("data", data),
         _row("results", f"{shown(run.out_dir)}/"),
         _row("logs", log),
@@ -117,16 +126,14 @@ def summary(results: dict[str, Any], run: Any, experiment_id: str | None) -> str
     return "\n".join(lines)
 
 
-def plan(opts: Any) -> str:
+def plan(opts: LaunchOptions) -> str:
     """What `launch.py` would do with these options, found without starting Ray or writing a file."""
-    from ssrl.tune.runner import _precision_line, scale_of, specs
-
     scale, why = scale_of(opts)
     spec, pre_spec = specs(opts, scale)
     out_dir = Path(opts.out).expanduser().resolve() / spec.name
     storage = opts.storage or str(out_dir.parent / "ray")
     root, how, fingerprint = _data_plan(opts, spec)
-    lines = [f"plan (--dry-run): ssrl {spec.name} sweep, scale {scale} ({why}), {_precision_line(spec)}",
+    lines = [f"plan (--dry-run): ssrl {spec.name} sweep, scale {scale} ({why}), {precision_line(spec)}",
              _row("data", f"{shown(root)} ({how})")]
     lines += _stage_plan(opts, spec, pre_spec, storage, (root, fingerprint))
     uri = opts.tracking_uri or f"sqlite:///{out_dir.parent / 'mlflow.db'}"

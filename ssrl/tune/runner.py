@@ -12,44 +12,25 @@ from typing import Any
 
 import numpy as np
 
-from ssrl.config import PRECISIONS, TRACKS, FinetuneConfig
+from ssrl.config import TRACKS, FinetuneConfig
 from ssrl.data import open_ptbxl, task_labels
 from ssrl.errors import USER_ERRORS
 from ssrl.kinds import kind_of, n_classes
+from ssrl.models import encoder_kwargs
 from ssrl.report import constant_macro_f1, results_markdown, write_json_atomic, write_text_atomic
 from ssrl.report.rescore import FILE_NAME
 from ssrl.report.stats import STATS_VERSION, add_holm
-from ssrl.train.checkpoint import CheckpointError, encoder_kwargs
+from ssrl.train.checkpoint import CheckpointError
 from ssrl.tune import console, describe, predictions, stages
-from ssrl.tune.dataset import DatasetInfo, locate, open_dataset, real_data_given
+from ssrl.tune.checks import check_pretrain
+from ssrl.tune.dataset import DatasetInfo, locate, open_dataset
 from ssrl.tune.meta import split
-from ssrl.tune.spec import Cell, SweepError, SweepSpec, load_sweep
+from ssrl.tune.options import LaunchOptions, scale_of, specs
+from ssrl.tune.spec import Cell, SweepError, SweepSpec
 from ssrl.tune.tracking import Tracker, TrialLogger, connect, error_text, git_commit, redact
 from ssrl.tune.trainables import METRIC
 
 STATE = "state.json"
-
-
-@dataclass(frozen=True)
-class LaunchOptions:
-    """What launch.py passes in; None means 'the sweep file's or the machine's default'."""
-
-    sweep: str
-    scale: str | None = None
-    data_root: str | None = None
-    sampling_rate: int = 100
-    out: str = "runs"
-    storage: str | None = None
-    address: str | None = None
-    tracking_uri: str | None = None
-    gpus_per_trial: float | None = None
-    cpus_per_trial: float | None = None
-    max_concurrent: int | None = None
-    resume: bool = False
-    sweeps_dir: str | None = None  # folder of sweep files (default: sweeps/ of this checkout)
-    precision: str | None = None  # auto | fp32 | bf16 over the sweep files' train.precision
-    verbose: bool = False  # Ray's and Tune's own output on the console instead of <out>/logs/
-    dry_run: bool = False  # print the plan; start nothing, write nothing
 
 
 def _writable(folder: Path) -> None:
@@ -104,44 +85,6 @@ def _fit_resources(opts: LaunchOptions, spec: SweepSpec) -> tuple[float, float]:
     return cpus, gpus
 
 
-def _precision_line(spec: SweepSpec) -> str:
-    """'precision auto (bf16 here)': the setting and what it resolves to on this machine's device."""
-    from ssrl.train.loop import resolve_device
-    from ssrl.train.precision import resolve_precision
-
-    want = str(spec.train.get("precision", "auto"))
-    here = resolve_precision(want, resolve_device(str(spec.train.get("device", "auto"))))
-    return f"precision {want}" + (f" ({here} here)" if want == "auto" else "")
-
-
-def _load(name: str, scale: str, opts: LaunchOptions) -> SweepSpec:
-    """A sweep file from --sweeps-dir, else from the checkout's sweeps/; --precision over its train.precision."""
-    spec = load_sweep(name, scale, Path(opts.sweeps_dir).expanduser().resolve()) if opts.sweeps_dir else (
-        load_sweep(name, scale))
-    if opts.precision is None:
-        return spec
-    if opts.precision not in PRECISIONS:
-        raise SweepError(f"--precision {opts.precision!r} is unknown; use one of {', '.join(PRECISIONS)}")
-    track_train = {t: {k: v for k, v in o.items() if k != "precision"} for t, o in spec.track_train.items()}
-    return dataclasses.replace(spec, train={**spec.train, "precision": opts.precision}, track_train=track_train)
-
-
-def scale_of(opts: LaunchOptions) -> tuple[str, str]:
-    """The scale to run and why: --scale, else paper on real PTB-XL and demo on the synthetic one."""
-    if opts.scale:
-        return opts.scale, "--scale"
-    return ("paper", "the default on real PTB-XL") if real_data_given(opts.data_root) else (
-        "demo", "the default on synthetic data: no PTB-XL found")
-
-
-def specs(opts: LaunchOptions, scale: str) -> tuple[SweepSpec, SweepSpec | None]:
-    """The sweep's spec and the pretraining spec it needs (the sweep itself for pretrain; else None)."""
-    spec = _load(opts.sweep, scale, opts)
-    pre_spec = spec if not spec.kind.evaluates else (
-        _load("pretrain", scale, opts) if spec.needs_pretraining else None)
-    return spec, pre_spec
-
-
 @dataclass
 class _Checked:
     """An invocation whose inputs all passed their checks: what run_sweep found before Ray starts."""
@@ -174,9 +117,7 @@ def run_sweep(opts: LaunchOptions) -> dict[str, Any]:
     opts.verbose. With opts.dry_run it prints the plan and returns {} having started and written nothing.
     """
     if opts.dry_run:
-        from ssrl.tune.describe import plan
-
-        print(plan(opts), flush=True)
+        print(describe.plan(opts), flush=True)
         return {}
     run = _check(opts)
     with console.session(run.log, discard_on=USER_ERRORS) as con:  # USER_ERRORS here: the cluster is unreachable
@@ -260,7 +201,6 @@ def _preflight(spec: SweepSpec, pre_spec: SweepSpec | None, dataset: DatasetInfo
                                  f"class, but in {dataset.root} {short}; lower n")
     if pre_spec is None:
         return
-    from ssrl.plugins import check_pretrain
     from ssrl.ssl import METHODS
 
     for method in spec.ssl_methods:

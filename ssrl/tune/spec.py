@@ -168,7 +168,7 @@ def _resolve(name: str, scale: str, path: Path, raw: dict) -> SweepSpec:
     common = {"seeds": seeds, "train": train, "resources": res, "data_records": int(data.get("records", 2000))}
     if not kind.evaluates:
         methods = tuple(merged.get("methods", ["simclr"]))
-        from ssrl.plugins import check_pretrain  # torch: imported only once a sweep file is read
+        from ssrl.tune.checks import check_pretrain  # torch: imported only once a sweep file is read
 
         for m in methods:  # keys and values, and every name (a plug-in is imported and built once) now
             check_pretrain(from_dict(PretrainConfig, {**train, "method": str(m)}))
@@ -179,7 +179,7 @@ def _resolve(name: str, scale: str, path: Path, raw: dict) -> SweepSpec:
     cells = _cells(kind, merged, task, methods)
     track_train = merged.get("track_train") or {}
     from ssrl.augment import check_preset  # torch: imported only once a sweep file is read
-    from ssrl.plugins import check_finetune
+    from ssrl.tune.checks import check_finetune
 
     named = set()  # (encoder, width, head, init) already resolved: a plug-in is built once, not per cell
     for cell in cells:

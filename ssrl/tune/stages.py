@@ -21,7 +21,7 @@ from ray import tune
 
 from ssrl.config import TRACKS, FinetuneConfig, PretrainConfig, from_dict, to_dict
 from ssrl.kinds import n_classes
-from ssrl.plugins import is_plugin
+from ssrl.registry import is_plugin
 from ssrl.tune import raycompat
 from ssrl.tune.meta import GROUP, META, TrialMeta, trial_space
 from ssrl.tune.search import GroupedASHA, GroupedOptunaSearch, best_per_group

@@ -61,9 +61,8 @@ def _sweeps(dest: Path) -> Path:
 def _publish_pretrained(storage: Path, sweeps: Path, data: str) -> None:
     """A finished SimCLR pretraining in storage (as an earlier sweep leaves it), for the sweep to reuse."""
     from ssrl.config import to_dict
-    from ssrl.models import build_encoder
+    from ssrl.models import build_encoder, encoder_kwargs
     from ssrl.train import HANDED_ON, save_encoder
-    from ssrl.train.checkpoint import encoder_kwargs
     from ssrl.tune import stages
     from ssrl.tune.dataset import open_dataset
     from ssrl.tune.spec import load_sweep

@@ -15,7 +15,7 @@ from helpers import stage_runs
 from mlflow.tracking import MlflowClient
 
 from ssrl.config import TRACKS, FinetuneConfig
-from ssrl.tune import runner
+from ssrl.tune import options, runner
 from ssrl.tune.meta import TrialMeta, trial_space
 from ssrl.tune.spec import Cell, load_sweep
 from ssrl.tune.tracking import Tracker, TrialLogger, connect, redact, scrub
@@ -287,7 +287,7 @@ def mlflow_server(_server_boot):
 
 def test_sweep_against_a_real_mlflow_server(smoke_runs, synth_root, mlflow_server, tmp_path, monkeypatch, capfd):
     """A reduced scarcity sweep (2 trials) logged over HTTP; the URI's password is nowhere to be found."""
-    load = runner.load_sweep
+    load = options.load_sweep
 
     def reduced(name: str, scale: str, *args, **kwargs):
         spec = load(name, scale, *args, **kwargs)
@@ -295,7 +295,7 @@ def test_sweep_against_a_real_mlflow_server(smoke_runs, synth_root, mlflow_serve
             return spec
         return dataclasses.replace(spec, seeds=(42,), cells=(Cell("supervised", 0.25), Cell("ssl_finetune", 0.25, method="simclr")))
 
-    monkeypatch.setattr(runner, "load_sweep", reduced)
+    monkeypatch.setattr(options, "load_sweep", reduced)
     uri = f"http://carol:pw-XYZ-123@127.0.0.1:{mlflow_server.port}"
     runner.run_sweep(runner.LaunchOptions(sweep="scarcity", scale="smoke", data_root=str(synth_root),
                                           out=str(tmp_path / "out"), storage=smoke_runs.storage, max_concurrent=2,

@@ -1,10 +1,11 @@
-"""Plug-ins: an encoder or SSL method named ``package.module:Class`` is imported, checked and registered.
+"""Plug-in names and the registry every plug-in point is: an encoder or SSL method named ``package.module:Class``
+is imported, checked and registered on first use.
 
 A sweep passes the name, never the class, so every process (the driver and each Ray worker) imports
 the module itself: it must be importable wherever trials run (installed, or on PYTHONPATH).
 ``Registry`` is the dict that ``ssrl.models.ENCODERS`` and ``ssrl.ssl.METHODS`` are: a registered name
-is looked up as before; a ``module:Class`` name is resolved on first use. ``check_pretrain`` and
-``check_finetune`` resolve every name of a run config, as the driver does before Ray starts.
+is looked up as before; a ``module:Class`` name is resolved on first use. It sits below both (it imports
+neither); the driver's checks of a whole run config before Ray starts are ``ssrl.tune.checks``.
 """
 
 from __future__ import annotations
@@ -106,65 +107,3 @@ def check_encoder_instance(name: str, encoder: Any) -> None:
     if isinstance(out_dim, bool) or not isinstance(out_dim, int) or out_dim <= 0:
         raise PluginError(f"encoder {name!r}: {type(encoder).__name__} lacks out_dim; set self.out_dim in __init__ "
                           "to the size of the (B, out_dim) embedding that forward returns")
-
-
-def _encoder(cfg: Any, setting: str = "encoder") -> Any:
-    """A built encoder of cfg (a plug-in is also run once: its output must be (B, out_dim))."""
-    import torch
-
-    from ssrl.models import build_encoder
-    from ssrl.train.checkpoint import encoder_kwargs
-
-    kwargs = encoder_kwargs(cfg.encoder_width)
-    call = f"{cfg.encoder}(in_leads=12{''.join(f', {k}={v}' for k, v in kwargs.items())})"
-    try:
-        encoder = build_encoder(cfg.encoder, in_leads=12, **kwargs)
-    except PluginError:
-        raise
-    except Exception as e:  # noqa: BLE001 - the user's constructor: one line
-        raise PluginError(f"{setting} {cfg.encoder!r}: building {call} failed ({type(e).__name__}: "
-                          f"{(str(e).splitlines() or [''])[0][:160]}); accept in_leads and width keyword arguments"
-                          ) from None
-    try:
-        with torch.no_grad():
-            h = encoder.eval()(torch.zeros(2, 12, 10 * cfg.sampling_rate))  # x: (2, 12, T) -> h: (2, out_dim)
-    except Exception as e:  # noqa: BLE001
-        raise PluginError(f"{setting} {cfg.encoder!r}: forward on a (2, 12, {10 * cfg.sampling_rate}) batch failed "
-                          f"({type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]})") from None
-    if tuple(h.shape) != (2, encoder.out_dim):
-        raise PluginError(f"{setting} {cfg.encoder!r}: forward returned shape {tuple(h.shape)} for 2 records, "
-                          f"but out_dim is {encoder.out_dim}; return (B, out_dim)")
-    return encoder.train()
-
-
-def check_pretrain(cfg: Any) -> None:
-    """Resolve a PretrainConfig's encoder, method and augmentation; a plug-in is built (and run) once."""
-    from ssrl.augment import check_preset
-    from ssrl.models import ENCODERS
-    from ssrl.ssl import METHODS, build_method
-
-    for name, registry in ((cfg.encoder, ENCODERS), (cfg.method, METHODS)):
-        if name not in registry:
-            raise registry.unknown(name)
-    check_preset(cfg.augment)
-    if is_plugin(cfg.encoder) or is_plugin(cfg.method):
-        try:
-            build_method(cfg.method, _encoder(cfg), cfg)
-        except PluginError:
-            raise
-        except Exception as e:  # noqa: BLE001 - e.g. masked needs feature_map; the user's constructor
-            raise PluginError(f"method {cfg.method!r} on encoder {cfg.encoder!r}: building it failed "
-                              f"({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]})") from None
-
-
-def check_finetune(cfg: Any) -> None:
-    """Resolve a FinetuneConfig's encoder and head (its track and augmentation are checked where it is made)."""
-    from ssrl.models import ENCODERS, HEADS
-
-    if cfg.spec.init != "handcrafted":
-        if cfg.encoder not in ENCODERS:
-            raise ENCODERS.unknown(cfg.encoder)
-        if is_plugin(cfg.encoder):
-            _encoder(cfg)
-    if cfg.head not in HEADS:
-        raise ConfigError(f"head {cfg.head!r} is unknown; use one of {', '.join(sorted(HEADS))}")
