@@ -255,19 +255,26 @@ class Augment:
         if self.sampling_rate <= 0:
             raise ValueError(f"sampling_rate must be > 0 Hz; got {self.sampling_rate}")
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Augment x (B, leads, T) -> same shape, dtype and device."""
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None, *,
+                 rows_only: bool | None = None) -> torch.Tensor:
+        """Augment x (B, leads, T) -> same shape, dtype and device.
+
+        rows_only: run each op on its chosen records only (True) or on the whole batch merged with
+        ``torch.where`` (False); None (the default) picks the first on CPU and the second elsewhere.
+        Both give the same output for the same generator; the choice is only about speed.
+        """
         if x.dim() != 3 or not x.is_floating_point():
             raise ValueError(f"expected a float tensor (B, leads, T); got {x.dtype} {tuple(x.shape)}")
         if not self.ops:
             return x
         work = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
         d = Draw(generator, x.device, work)
-        b, fs, on_cpu = x.shape[0], float(self.sampling_rate), x.device.type == "cpu"
-        y = x.to(work, copy=on_cpu)  # the CPU path writes into y
+        b, fs = x.shape[0], float(self.sampling_rate)
+        subset = x.device.type == "cpu" if rows_only is None else rows_only
+        y = x.to(work, copy=subset)  # the per-record path writes into y
         for op in self.ops:
             apply = d.uniform((b, 1, 1), 0.0, 1.0) < op.p  # (B, 1, 1)
-            if not on_cpu:  # whole batch, merged without a host-device sync
+            if not subset:  # whole batch, merged without a host-device sync
                 y = torch.where(apply, op(y, d, fs), y)
                 continue
             rows = apply.view(-1).nonzero().view(-1)  # (k,) chosen records

@@ -209,3 +209,39 @@ def test_rhythm_tasks_refuse_presets_that_change_the_time_scale() -> None:
         with pytest.raises(ValueError, match="heart rate"):
             build_augment(preset, 100, "rhythm5")
     build_augment("strong", 100, "rhythm5")
+
+
+# The two ways of applying an op to its chosen records: on those records only (what CPU runs) and on the whole
+# batch merged with torch.where (what CUDA runs). Both are run here on CPU through `rows_only`.
+_EVERY_OP = (RandomResizedCrop(p=0.5), RandomCrop(p=0.5), TimeWarp(p=0.5), AmplitudeScale(p=0.5),
+             GaussianNoise(p=0.5), BaselineWander(p=0.5), Powerline(p=0.5), LeadDropout(p=0.5),
+             SegmentMask(p=0.5), BandPass(p=0.5))
+
+
+@pytest.mark.parametrize("op", _EVERY_OP, ids=lambda op: type(op).__name__)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_per_record_and_whole_batch_paths_give_the_same_output(op, seed: int) -> None:
+    """Same generator, same output: the records an op skips are untouched and the others get the same numbers."""
+    x = ecg(b=16, t=2000, seed=seed)  # at 500 Hz: mains hum is below Nyquist, so Powerline acts too
+    subset = Augment((op,), 500)(x, gen(seed), rows_only=True)
+    whole = Augment((op,), 500)(x, gen(seed), rows_only=False)
+    changed = (subset != x).flatten(1).any(1)
+    assert 0 < int(changed.sum()) < 16  # p = 0.5 of 16: the mixed case, where the two paths differ in work
+    torch.testing.assert_close(subset, whole, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("preset", sorted(set(PRESETS) - {"none"}))
+def test_presets_give_the_same_views_on_either_path(preset: str) -> None:
+    x = ecg(b=16, t=1000)
+    aug = build_augment(preset, 100)
+    whole = aug(x, gen(3), rows_only=False)
+    torch.testing.assert_close(aug(x, gen(3), rows_only=True), whole, rtol=1e-5, atol=1e-5)
+    assert torch.equal(aug(x, gen(3)), aug(x, gen(3), rows_only=True))  # CPU's default is the per-record path
+    assert not torch.equal(whole, x)
+
+
+def test_the_per_record_path_never_writes_into_its_input() -> None:
+    x = ecg(b=8)
+    kept = x.clone()
+    Augment((AmplitudeScale(scale=(2.0, 3.0), p=0.5), SegmentMask(p=0.5)), 100)(x, gen(), rows_only=True)
+    assert torch.equal(x, kept)
