@@ -62,3 +62,69 @@ def test_finetuning_reports_the_precision_it_ran_at(ft_cfg):
     final = finetune(ft_cfg(precision="bf16", epochs=1), seen.append)
     assert final["precision"] == "bf16" and seen[0]["precision"] == "bf16"
     assert FinetuneConfig().precision == "auto"
+
+
+# --- what `auto` decides on hardware this machine is not: the probes monkeypatched -------------------
+
+
+@pytest.fixture
+def cpu_probes(monkeypatch):
+    """cpu_probes(avx512_bf16=..., amx=...): the CPU as torch's probes report it (None: the probe is absent)."""
+    from ssrl.train import precision
+
+    def set_probes(avx512_bf16: bool | None, amx: bool | None) -> None:
+        for name, value in (("_is_avx512_bf16_supported", avx512_bf16), ("_is_amx_tile_supported", amx)):
+            if value is None:
+                monkeypatch.delattr(torch.cpu, name, raising=False)
+            else:
+                monkeypatch.setattr(torch.cpu, name, lambda v=value: v, raising=False)
+        precision.cpu_native_bf16.cache_clear()  # asked once per process: ask again
+
+    yield set_probes
+    precision.cpu_native_bf16.cache_clear()  # the next test sees this machine's answer again
+
+
+@pytest.mark.parametrize(("avx512_bf16", "amx", "want"), [
+    (True, False, "bf16"), (False, True, "bf16"), (True, True, "bf16"), (False, False, "fp32")])
+def test_auto_on_cpu_is_bf16_only_where_the_cpu_reports_native_bf16(cpu_probes, avx512_bf16, amx, want):
+    cpu_probes(avx512_bf16, amx)
+    assert cpu_native_bf16() is (want == "bf16")
+    assert resolve_precision("auto", CPU) == want
+    assert resolve_precision("fp32", CPU) == "fp32" and resolve_precision("bf16", CPU) == "bf16"  # asked: as asked
+
+
+@pytest.mark.parametrize(("cpuinfo", "want"), [("flags : fpu avx2 avx512f avx512_bf16", True),
+                                               ("flags : fpu avx2 amx_bf16 amx_tile", True),
+                                               ("flags : fpu sse avx2 fma", False), (OSError, False)])
+def test_without_torchs_probes_the_kernels_cpu_flags_decide(cpu_probes, monkeypatch, cpuinfo, want):
+    """An older torch has neither probe: /proc/cpuinfo's flags decide; an unreadable file means no bf16."""
+    from ssrl.train import precision
+
+    class FakeCpuinfo:
+        def __init__(self, path):
+            assert str(path) == "/proc/cpuinfo"
+
+        def read_text(self):
+            if cpuinfo is OSError:
+                raise OSError("no /proc here")
+            return cpuinfo
+
+    cpu_probes(None, None)
+    monkeypatch.setattr(precision, "Path", FakeCpuinfo)
+    assert cpu_native_bf16() is want
+    assert resolve_precision("auto", CPU) == ("bf16" if want else "fp32")
+
+
+@pytest.mark.parametrize(("cuda_bf16", "want"), [(True, "bf16"), (False, "fp32")])
+def test_auto_on_cuda_follows_the_device_not_the_cpu(cpu_probes, monkeypatch, cuda_bf16, want):
+    """On a CUDA device the GPU decides (an AVX2-only host CPU does not matter, a bf16 one does not help)."""
+    cpu_probes(not cuda_bf16, False)  # the CPU says the opposite of the GPU
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: cuda_bf16)
+    assert resolve_precision("auto", torch.device("cuda")) == want
+    assert resolve_precision("auto", torch.device("cuda", 1)) == want
+
+
+def test_auto_on_another_device_is_fp32_even_on_a_bf16_cpu(cpu_probes):
+    cpu_probes(True, True)
+    assert resolve_precision("auto", torch.device("mps")) == "fp32"
+    assert resolve_precision("auto", torch.device("meta")) == "fp32"
