@@ -215,3 +215,38 @@ def test_grouped_optuna_in_tuner(ray_session):
     for g, results in by_group.items():
         top = max(results, key=lambda r: r.metrics_dataframe["score"].max())
         assert best[g]["lr"] == top.config["lr"] and best[g]["group"] == g
+
+
+def test_each_group_models_after_three_random_trials():
+    """TPE with 3 random start-up trials and a joint model of lr and weight decay (bench/sampler_choice.py):
+    Optuna's default start-up of 10 meant that no sweep we ship ever left random search."""
+    from ssrl.tune.search import STARTUP_TRIALS, describe_sampler
+
+    s = GroupedOptunaSearch(SPACE, GROUPS[:1], 8, metric="score", mode="max", seed=0)
+    s.suggest("t0")
+    sampler = s._studies["A"]._ot_study.sampler
+    assert STARTUP_TRIALS == 3 and sampler._n_startup_trials == 3 and sampler._multivariate
+    assert describe_sampler(8) == {"sampler": "optuna TPESampler (multivariate)", "n_startup_trials": 3,
+                                   "samples_per_group": 8, "random_only": False}
+    assert describe_sampler({"A": 2, "B": 3})["random_only"] and describe_sampler({"A": 2, "B": 3})[
+        "samples_per_group"] == [2, 3]
+
+
+def test_a_resumed_search_suggests_what_an_uninterrupted_one_would(tmp_path):
+    """Past the start-up trials the suggestions come from the model; saved and restored mid-way, the search
+    goes on exactly as if it had never stopped (the studies and their samplers' random state are kept)."""
+    def run(stop_after: int | None) -> list[dict]:
+        s = GroupedOptunaSearch(SPACE, GROUPS[:1], 7, metric="score", mode="max", seed=5)
+        out = []
+        for i in range(7):
+            if i == stop_after:
+                s.save(str(tmp_path / "s.pkl"))
+                s = GroupedOptunaSearch(SPACE, GROUPS[:1], 7, metric="score", mode="max", seed=5)
+                s.restore(str(tmp_path / "s.pkl"))
+            c = s.suggest(f"t{i}")
+            out.append(c)
+            s.on_trial_complete(f"t{i}", {"training_iteration": 1, "score": -abs(math.log10(c["lr"]) + 2.5)})
+        return out
+
+    whole, resumed = run(None), run(4)
+    assert resumed == whole and len({c["lr"] for c in whole}) == 7
