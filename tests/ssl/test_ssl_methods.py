@@ -136,11 +136,25 @@ def test_byol_rejects_progress_outside_unit_interval() -> None:
 
 @pytest.mark.parametrize("name", ["byol", "simclr"])  # masked: tests/ssl/test_masked.py
 def test_loss_falls_over_20_steps(name: str) -> None:
+    """The loss on one fixed pair of views (same records, same augmentation draws) falls after 20 steps.
+
+    Runs in fp32 whatever the CPU: no autocast here (precision applies in the pretraining loop). Measured on a
+    2-core AVX2 AMD EPYC (no native bf16), seeds 0-2 of model, data and views: after/before on the fixed views
+    SimCLR 0.58-0.68, BYOL 0.39-0.52, so 0.85 has 25 % room. The old check, the last 5 training losses against
+    the first 3, each on fresh views, gave SimCLR 0.80-0.81 against the same 0.85: augmentation noise, not
+    learning, decided it.
+    """
     m = tiny(name)
     opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=3e-3)
     aug, g = build_augment("simclr", 100), torch.Generator().manual_seed(0)
     x = torch.randn(16, 3, 128, generator=g)
-    losses = []
+    fixed = m.inputs(x, aug, torch.Generator().manual_seed(100))  # the views the loss is judged on
+
+    def fixed_loss() -> float:
+        with torch.no_grad():
+            return m.loss(*fixed).item()
+
+    before, losses = fixed_loss(), []
     for step in range(20):
         loss = m.loss(*m.inputs(x, aug, g))
         opt.zero_grad()
@@ -149,4 +163,4 @@ def test_loss_falls_over_20_steps(name: str) -> None:
         m.on_step_end(step / 19)
         losses.append(loss.item())
     assert all(math.isfinite(v) for v in losses)
-    assert sum(losses[-5:]) / 5 < 0.85 * sum(losses[:3]) / 3
+    assert fixed_loss() < 0.85 * before
