@@ -26,20 +26,27 @@ class Rows:
 
 
 def _fewshot(ft_cfg, bn_stats: str):
-    """A random cnn6 at its reference width, N = 70 (14 per class), batch 35: 2 optimiser steps per epoch."""
+    """A random cnn6 at its reference width, N = 70 (14 per class), batch 35: 2 optimiser steps per epoch, in fp32
+    (under `auto` the precision, and so the counts below, would follow the CPU)."""
     return ft_cfg(task="rhythm5", track="scratch", n_per_class=14, encoder_width=0, batch_size=35, epochs=2,
-                  lr=6.43e-4, weight_decay=1.5e-4, bn_stats=bn_stats)
+                  lr=6.43e-4, weight_decay=1.5e-4, bn_stats=bn_stats, precision="fp32")
 
 
 def test_running_statistics_predict_one_class_precise_ones_several(ft_cfg):
-    """The reference's collapse: with running statistics the random cnn6 predicts one class at epoch 2."""
+    """The reference's collapse: with running statistics the random cnn6 predicts one class at epoch 2.
+
+    Classes predicted on the val fold at epochs 1 and 2, fp32, on a 2-core AVX2 AMD EPYC (no native bf16), seeds
+    42/52/62: running [1, 1] at every seed, precise [4, 5], [4, 4], [5, 5]. A count after 2 optimiser steps is
+    decided by the kernels, so the test asks for the contrast with room: running at most 2 of the 5 classes at
+    both epochs (measured 1; the reference's artefact is one class), precise at least 3 at epoch 2 (measured 4-5).
+    """
     runs = {}
     for bn_stats in ("running", "precise"):
         seen = []
         final = finetune(_fewshot(ft_cfg, bn_stats), seen.append)
         runs[bn_stats] = [r["val_classes_used"] for r in seen if "done" not in r]
-        assert final["n_labelled"] == 70 and final["bn_stats"] == bn_stats
-    assert runs["running"][1] == 1, runs
+        assert final["n_labelled"] == 70 and final["bn_stats"] == bn_stats and final["precision"] == "fp32"
+    assert len(runs["running"]) == 2 and max(runs["running"]) <= 2, runs
     assert runs["precise"][1] >= 3, runs
 
 
