@@ -51,6 +51,10 @@ def test_pretraining_learns_features_that_hold_on_unseen_records(pt_cfg, synth_r
 
     With the rate-keeping views (crop without resizing), measured on an AVX-512 (bf16) CPU over seeds 0-2:
     a random cnn6 retrieves 31-45 % of views, 8 SimCLR epochs 60-64 % (gains 0.16-0.29; seed 0: +0.21).
+    Pinned to fp32 (under `auto` it followed the CPU); in fp32 on a 2-core AVX2 AMD EPYC (no native bf16) over
+    seeds 0-2 of pretraining and random init, on the 80 held-out records: random 31-45 %, trained 59-65 %,
+    gains 0.16, 0.20, 0.33 (seed 0, the one run here: +0.16, 13 records). The threshold, 0.10 (8 records), is
+    38 % below the smallest gain measured, so it stays.
     The resizing views gave 39-54 % and 73-88 % on AVX2 and AVX-512 CPUs. A label probe was the old check; on this synthetic data a random encoder
     already probes at 0.80-0.92 AUROC and the gain (-0.03 to +0.06) is within the val fold's noise.
     """
@@ -60,7 +64,8 @@ def test_pretraining_learns_features_that_hold_on_unseen_records(pt_cfg, synth_r
     x = Signals(data, rows, torch.device("cpu")).get(torch.arange(len(rows)))  # (n, 12, T) held out
     torch.manual_seed(0)
     random_score = _view_retrieval(build_encoder("cnn6", in_leads=12, width=16), x, seed=5)
-    pretrain(pt_cfg(epochs=8, max_pool=320, probe_every=0, encoder_width=16, lr=3e-3), lambda m: None, tmp_path)
+    pretrain(pt_cfg(epochs=8, max_pool=320, probe_every=0, encoder_width=16, lr=3e-3, precision="fp32"),
+             lambda m: None, tmp_path)
     trained = load_encoder(tmp_path / LAST, expect="cnn6", expect_kwargs={"width": 16})
     assert _view_retrieval(trained, x, seed=5) > random_score + 0.10
 
