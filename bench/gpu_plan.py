@@ -67,9 +67,7 @@ def _finetune_jobs(spec: SweepSpec, where: dict, pre_name: str, encoder: str) ->
     for cell in (c for c in spec.cells if c.method in ("", spec.pretrain_methods[0])):
         ssl = TRACKS[cell.track].init == "ssl"
         for seed in spec.seeds:
-            cfg = {**spec.train, **spec.track_train.get(cell.track, {}), **where, "task": spec.task,
-                   "track": cell.track, "fraction": cell.fraction or 1.0, "seed": seed,
-                   "pretrained": encoder if ssl else ""}
+            cfg = {**spec.training(cell), **where, "seed": seed, "pretrained": encoder if ssl else ""}
             from_dict(FinetuneConfig, cfg)  # checked now, not in a worker
             cost = cfg["fraction"] * (0.1 if TRACKS[cell.track].frozen else 1.0)
             jobs.append(Job("finetune", f"{cell.group}/seed{seed}", cfg, cell.group, pre_name if ssl else "", cost))

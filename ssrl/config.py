@@ -134,6 +134,12 @@ class FinetuneConfig(DataSettings):
             raise ConfigError(f"track {self.track!r} needs 'pretrained', an encoder checkpoint file")
 
     @property
+    def bn_stats_applied(self) -> str | None:
+        """The BatchNorm statistics its results are evaluated with; None where no encoder trains (a frozen
+        encoder keeps its checkpoint's statistics; a control has no encoder or a frozen one)."""
+        return None if TRACKS[self.track].frozen else self.bn_stats
+
+    @property
     def spec(self) -> Track:
         """The track's init/freeze/augment recipe, with the augment override applied."""
         t = TRACKS[self.track]

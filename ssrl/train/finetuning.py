@@ -119,7 +119,7 @@ class Run:
     @property
     def precise_bn(self) -> bool:
         """True when BatchNorm statistics are recomputed before evaluating (an encoder that trains)."""
-        return self.cfg.bn_stats == "precise" and not self.cfg.spec.frozen
+        return self.cfg.bn_stats_applied == "precise"
 
     def predict(self, src: Signals | Features) -> np.ndarray:
         """Class probabilities of the network on every row of src."""
@@ -216,7 +216,7 @@ def finish(run: Run, best: dict | None, out_dir: Path | None) -> dict:
     train_y = run.labels.split("train").y
     out = evaluate(run.cfg, run.net, run.labels, run.sources[1:], train_y, out_dir, run.data, run.precision)
     out.update(precision=run.precision, n_labelled=len(run.pick), done=True,
-               bn_stats="frozen" if run.cfg.spec.frozen else run.cfg.bn_stats)
+               bn_stats=run.cfg.bn_stats_applied)
     return out
 
 

@@ -84,7 +84,7 @@ def fit_control(cfg: FinetuneConfig, report: Report, out_dir: Path | None = None
         final["logreg_c"] = row["logreg_c"]
     final.update(val_score=score, test_single_class=int(classes_used(p_test) == 1), epoch=1, best_epoch=1,
                  best_val_score=score, epochs_run=1, collapsed=None, n_labelled=n_labelled, precision="fp32",
-                 bn_stats="none", done=True)
+                 bn_stats=cfg.bn_stats_applied, done=True)
     save_predictions(out_dir, cfg, labels, data, p_test)
     report(final)
     return final

@@ -179,9 +179,10 @@ def _stage_plan(opts: Any, spec: SweepSpec, pre_spec: SweepSpec | None, storage:
                                     f"{list(s.weight_decay)}; {_resources(opts, spec)} per trial"))
     else:
         lines.append(_row("search", "off (learning rates fixed per track in the sweep file)"))
+    trained = [spec.finetune_config(c) for c in spec.cells]
     lines.append(_row("eval", f"{groups * len(spec.seeds)} trials ({groups} groups x seeds {list(spec.seeds)}), "
-                              f"up to {spec.train.get('epochs', '?')} epochs, patience "
-                              f"{spec.train.get('patience', '?')}; {_resources(opts, spec)} per trial"))
+                              f"up to {max(t.epochs for t in trained)} epochs, patience "
+                              f"{max(t.patience for t in trained)}; {_resources(opts, spec)} per trial"))
     cap = f"at most {opts.max_concurrent} trials at a time" if opts.max_concurrent else "as many trials at a time as fit"
     lines.append(_row("", f"{cap}; a trial is retried {spec.resources.max_failures} times before it counts as failed"))
     return lines

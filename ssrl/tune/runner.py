@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from ssrl.config import TRACKS, FinetuneConfig
+from ssrl.config import TRACKS
 from ssrl.data import open_ptbxl, task_labels
 from ssrl.errors import USER_ERRORS
-from ssrl.kinds import kind_of, n_classes
+from ssrl.kinds import kind_of
 from ssrl.models import encoder_kwargs
 from ssrl.report import constant_macro_f1, results_markdown, write_json_atomic, write_text_atomic
 from ssrl.report.rescore import FILE_NAME
@@ -194,7 +194,7 @@ def _preflight(spec: SweepSpec, pre_spec: SweepSpec | None, dataset: DatasetInfo
     if sized:  # balanced N-per-class subsets: every class of the train folds must hold N
         have = task_labels(open_ptbxl(dataset.root, dataset.sampling_rate), spec.task).split("train").per_class()
         for cell in sized:
-            need = cell.n_labelled // n_classes(spec.task)
+            need = spec.finetune_config(cell).n_per_class
             short = ", ".join(f"{c} has {n}" for c, n in have.items() if n < need)
             if short:
                 raise SweepError(f"{spec.path} (scale {spec.scale}): {cell.group} needs {need} train records per "
@@ -223,11 +223,11 @@ def _preflight(spec: SweepSpec, pre_spec: SweepSpec | None, dataset: DatasetInfo
 
 def _check_encoders(spec: SweepSpec, pre_spec: SweepSpec, cfg: Any) -> None:
     """Every SSL track fine-tunes the encoder (and width) that the pretrain sweep trains."""
-    for track in dict.fromkeys(c.track for c in spec.cells if TRACKS[c.track].init == "ssl"):
-        ft = {**spec.train, **spec.track_train.get(track, {})}
-        want = (str(ft.get("encoder", FinetuneConfig.encoder)), int(ft.get("encoder_width", 0)))
+    for cell in {c.track: c for c in spec.cells if TRACKS[c.track].init == "ssl"}.values():
+        ft = spec.finetune_config(cell)
+        want = (ft.encoder, ft.encoder_width)
         if want != (cfg.encoder, cfg.encoder_width):
-            raise SweepError(f"{spec.path} (scale {spec.scale}): track {track} fine-tunes encoder {want[0]!r} "
+            raise SweepError(f"{spec.path} (scale {spec.scale}): track {cell.track} fine-tunes encoder {want[0]!r} "
                              f"width {want[1]}, but {pre_spec.path} pretrains {cfg.encoder!r} width "
                              f"{cfg.encoder_width}; the checkpoint would not load, make them agree")
 
@@ -300,21 +300,16 @@ def _pretraining(done: list[dict], spec: SweepSpec,
 def _skipped_row(cell: Cell, seed: int, spec: SweepSpec, reason: str) -> dict[str, Any]:
     """The row of a run that was not started because the pretraining it needs failed."""
     return {"track": cell.track, "method": cell.method or None, "seed": int(seed), **spec.kind.where(cell),
-            "bn_stats": _bn_stats(cell.track, cell.bn_stats, spec), "status": "skipped", "error": f"skipped: {reason}"}
-
-
-def _bn_stats(track: str, setting: str | None, spec: SweepSpec) -> str | None:
-    """The BatchNorm protocol a run evaluated with; None where no encoder trains (frozen, hand-crafted)."""
-    if TRACKS[track].frozen:
-        return None
-    return setting or str(spec.train.get("bn_stats", FinetuneConfig.bn_stats))
+            "bn_stats": spec.finetune_config(cell).bn_stats_applied, "status": "skipped",
+            "error": f"skipped: {reason}"}
 
 
 def _row(result: Any, spec: SweepSpec) -> dict[str, Any]:
     """One per-seed row of results.json from a Tune result (failed trials keep their reason)."""
     (cfg, meta), m = split(result.config), result.metrics or {}
+    bn_stats = spec.finetune_config(spec.cell(meta.group)).bn_stats_applied
     row: dict[str, Any] = {"track": meta.track, "method": meta.method or None, "seed": int(cfg["seed"]),
-                           **spec.kind.where(meta), "bn_stats": _bn_stats(meta.track, cfg.get("bn_stats"), spec)}
+                           **spec.kind.where(meta), "bn_stats": bn_stats}
     if result.error is not None or not m.get("done"):
         return {**row, "status": "failed", "error": stages.error_line(result)}
     keep = {k: v for k, v in m.items() if k.startswith("test_") or k in (

@@ -25,6 +25,7 @@ from ssrl.report.tables import track_label
 
 SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
 SCALES = ("smoke", "demo", "cpu", "cpu-full", "paper")
+PENDING = "<the encoder its pretraining hands on>"  # an SSL cell's pretrained file before a trial names it
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,26 @@ class SweepSpec:
         """The cells whose learning rate and weight decay are searched (a hand-crafted control has none)."""
         return tuple(c for c in self.cells if TRACKS[c.track].fit == "sgd")
 
+    def cell(self, group: str) -> Cell:
+        """The cell of a group name (Cell.group)."""
+        return next(c for c in self.cells if c.group == group)
+
+    def training(self, cell: Cell) -> dict[str, Any]:
+        """What a cell trains with at every seed, as FinetuneConfig settings: the sweep's train, its track's own,
+        the cell's labelled subset and BatchNorm protocol. Each trial adds its data, seed and pretrained encoder."""
+        own = {**self.train, **self.track_train.get(cell.track, {})}
+        return {**own, "task": self.task, "track": cell.track, "fraction": cell.fraction or 1.0,
+                # the cell's key is N labelled in all; the trial draws N / classes records of each class
+                "n_per_class": (cell.n_labelled or 0) // n_classes(self.task),
+                # the cell's own BatchNorm protocol, else the sweep's (every cell sets it: eval samples per key)
+                "bn_stats": cell.bn_stats or str(own.get("bn_stats", FinetuneConfig.bn_stats))}
+
+    def finetune_config(self, cell: Cell, **trial: Any) -> FinetuneConfig:
+        """``training(cell)`` typed and checked, with a trial's own settings (data_root, seed, pretrained) over it;
+        an SSL cell's encoder, known only per trial, stands as PENDING until ``trial`` names it."""
+        pending = {"pretrained": PENDING} if TRACKS[cell.track].init == "ssl" else {}
+        return from_dict(FinetuneConfig, {**self.training(cell), **pending, **trial})
+
 
 def load_sweep(name: str, scale: str, sweeps_dir: Path = SWEEPS_DIR) -> SweepSpec:
     """Read sweeps/<name>.yaml at a scale and check every key and value."""
@@ -178,25 +199,27 @@ def _resolve(name: str, scale: str, path: Path, raw: dict) -> SweepSpec:
     methods = _methods(merged.get("pretrain_methods", ["simclr"]))
     cells = _cells(kind, merged, task, methods)
     track_train = merged.get("track_train") or {}
+    spec = SweepSpec(name, scale, path, task=task, metric=metric, cells=cells, track_train=track_train,
+                     pretrain_methods=methods, **common)
+    _check_cells(spec)
+    unknown_tt = sorted(set(track_train) - {c.track for c in cells})
+    if unknown_tt:
+        raise ConfigError(f"track_train names track(s) {unknown_tt} that this sweep does not run")
+    return dataclasses.replace(spec, search=_search(merged.get("search") or {}, train, track_train))
+
+
+def _check_cells(spec: SweepSpec) -> None:
+    """Every cell's training config is valid, its augmentation suits the task, its encoder and head resolve."""
     from ssrl.augment import check_preset  # torch: imported only once a sweep file is read
     from ssrl.tune.checks import check_finetune
 
     named = set()  # (encoder, width, head, init) already resolved: a plug-in is built once, not per cell
-    for cell in cells:
-        extra = {"pretrained": "check"} if TRACKS[cell.track].init == "ssl" else {}
-        extra.update({"bn_stats": cell.bn_stats} if cell.bn_stats else {})
-        cfg = from_dict(FinetuneConfig, {**train, **track_train.get(cell.track, {}), **extra, "task": task,
-                                         "track": cell.track, "fraction": cell.fraction or 1.0})
-        check_preset(cfg.spec.augment, task)  # rhythm tasks refuse views that change heart rate
+    for cell in spec.cells:
+        cfg = spec.finetune_config(cell)
+        check_preset(cfg.spec.augment, spec.task)  # rhythm tasks refuse views that change heart rate
         if (cfg.encoder, cfg.encoder_width, cfg.head, cfg.spec.init) not in named:
             check_finetune(cfg)  # encoder (registered or plug-in) and head resolve before Ray starts
             named.add((cfg.encoder, cfg.encoder_width, cfg.head, cfg.spec.init))
-    unknown_tt = sorted(set(track_train) - {c.track for c in cells})
-    if unknown_tt:
-        raise ConfigError(f"track_train names track(s) {unknown_tt} that this sweep does not run")
-    search = _search(merged.get("search") or {}, train, track_train)
-    return SweepSpec(name, scale, path, task=task, metric=metric, cells=cells, track_train=track_train,
-                     search=search, pretrain_methods=methods, **common)
 
 
 def _renamed_keys(raw: dict, scales: dict) -> None:

@@ -19,8 +19,7 @@ from typing import Any
 import pyarrow.fs as pafs
 from ray import tune
 
-from ssrl.config import TRACKS, FinetuneConfig, PretrainConfig, from_dict, to_dict
-from ssrl.kinds import n_classes
+from ssrl.config import TRACKS, PretrainConfig, from_dict, to_dict
 from ssrl.registry import is_plugin
 from ssrl.tune import raycompat
 from ssrl.tune.meta import GROUP, META, TrialMeta, trial_space
@@ -280,14 +279,7 @@ def _resources(ctx: Context) -> dict[str, float]:
 def cell_config(ctx: Context, spec: SweepSpec, cell: Cell, pretrained: dict[str, str], stage: str) -> dict[str, Any]:
     """The trial config of one comparison group at a stage: everything but the seed and the search knobs."""
     ssl = TRACKS[cell.track].init == "ssl"
-    base = {**spec.train, **spec.track_train.get(cell.track, {})}
-    training = {
-        **base, "data_root": ctx.dataset.root, "sampling_rate": ctx.dataset.sampling_rate, "task": spec.task,
-        "track": cell.track, "fraction": cell.fraction or 1.0,
-        "n_per_class": (cell.n_labelled or 0) // n_classes(spec.task),
-        # a condition's own BatchNorm protocol, else the sweep's (every group sets it: eval samples per key)
-        "bn_stats": cell.bn_stats or str(base.get("bn_stats", FinetuneConfig.bn_stats)),
-    }
+    training = {**spec.training(cell), "data_root": ctx.dataset.root, "sampling_rate": ctx.dataset.sampling_rate}
     meta = TrialMeta(sweep=spec.name, stage=stage, group=cell.group, track=cell.track, fraction=cell.fraction,
                      n_labelled=cell.n_labelled, method=cell.method, dataset=ctx.dataset.name,
                      dataset_fingerprint=ctx.dataset.fingerprint,
