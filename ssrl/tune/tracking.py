@@ -149,6 +149,10 @@ def trial_tags(config: dict[str, Any], stage: str) -> dict[str, str]:
         "fraction": meta.fraction, "n_labelled": meta.n_labelled, "seed": training.get("seed"), "group": meta.group,
         "dataset": meta.dataset, "dataset_fingerprint": meta.dataset_fingerprint, "method": meta.method,
     }
+    if stage == "search":  # what drew this trial's lr and weight decay
+        from ssrl.tune.search import STARTUP_TRIALS
+
+        tags["sampler"] = f"optuna TPE, multivariate, {STARTUP_TRIALS} random start-up trials per group"
     return {k: str(v) for k, v in tags.items() if v not in (None, "")}
 
 

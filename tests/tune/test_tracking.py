@@ -138,6 +138,7 @@ def test_trial_logger_ends_completed_stopped_and_failed_runs(store, tmp_path):
     assert {s: r.info.status for s, r in runs.items()} == {"1": "FINISHED", "2": "FINISHED", "3": "FAILED"}
     r1, r2, r3 = runs["1"], runs["2"], runs["3"]
     assert r1.data.tags["end"] == "completed" and r2.data.tags["end"] == "stopped"
+    assert r1.data.tags["sampler"] == "optuna TPE, multivariate, 3 random start-up trials per group"
     assert r3.data.tags["error"] == "RuntimeError: loss is NaN at epoch 2"
     assert r1.data.tags["n_labelled"] == r2.data.tags["n_labelled"] == "77"  # the group's, learnt from r1
     assert r1.data.tags["git_commit"] == "c0ffee" and r1.data.tags["mlflow.parentRunId"] == tracker.parent_id
