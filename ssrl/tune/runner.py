@@ -26,6 +26,7 @@ from ssrl.tune.checks import check_pretrain
 from ssrl.tune.dataset import DatasetInfo, locate, open_dataset
 from ssrl.tune.meta import split
 from ssrl.tune.options import LaunchOptions, scale_of, specs
+from ssrl.tune.search import describe_sampler
 from ssrl.tune.spec import Cell, SweepError, SweepSpec
 from ssrl.tune.tracking import Tracker, TrialLogger, connect, error_text, git_commit, redact
 from ssrl.tune.trainables import METRIC
@@ -333,6 +334,8 @@ def _results(spec: SweepSpec, dataset: DatasetInfo, rows: list[dict], metric: st
     }
     out["multiplicity"] = add_holm(cells)  # the families of contrasts and how their p-values are adjusted
     out["stats_version"] = STATS_VERSION
+    if spec.search.enabled and spec.searched_cells:  # what drew the searched lr and weight decay
+        out["search"] = describe_sampler(spec.search.samples_per_group)
     if chosen:
         out["chosen_hyperparameters"] = chosen
     if pretraining:

@@ -156,7 +156,7 @@ def sampler_for(seed: int) -> optuna.samplers.BaseSampler:
     """A group's sampler: TPE, multivariate, with STARTUP_TRIALS random trials first."""
     import warnings
 
-    with warnings.catch_warnings():  # multivariate TPE is marked experimental in Optuna 3 and 4
+    with warnings.catch_warnings():  # Optuna marks multivariate TPE experimental
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(n_startup_trials=STARTUP_TRIALS, multivariate=True, seed=seed)
 

@@ -73,6 +73,8 @@ def test_fewshot_results_search_then_seeds(smoke_runs):
     assert res["pretraining"] == {"methods": ["simclr", "masked"], "selection": "last", "per_seed": False,
                                   "seeds": [42]}
     assert 0.0 < res["trivial_baseline"]["value"] < 0.5
+    assert res["search"] == {"sampler": "optuna TPESampler (multivariate)", "n_startup_trials": 3,
+                             "samples_per_group": 2, "random_only": True}  # 2 samples: every one random
     chosen = res["chosen_hyperparameters"]
     assert set(chosen) == {"scratch@N10", "ssl[simclr]@N10", "ssl[masked]@N10", "scratch@N20",
                            "scratch@N10:running"}  # no search for the controls (hrv_logreg, hr_rule, hybrid)
