@@ -16,6 +16,7 @@ import numpy as np
 import wfdb
 from filelock import FileLock
 
+from ssrl.atomic import atomic_open
 from ssrl.data.ptbxl import DATABASE_CSV, STATEMENTS_CSV, TRAIN_FOLDS, DataError, PTBXLMeta, read_ptbxl
 
 CACHE_VERSION = 1  # bump when the file layout or the conversion changes
@@ -170,9 +171,8 @@ def _build(table: PTBXLMeta, npy: Path, stats: Path, fp: str, workers: int | Non
         std = np.where(std > 0, std, 1.0)
         info = {"fingerprint": fp, "n_records": len(paths), "n_samples": n_samples,
                 "sampling_rate": table.sampling_rate, "mean": mean.tolist(), "std": std.tolist()}
-        stats_tmp = stats.with_name(stats.name + f".tmp{os.getpid()}")
-        stats_tmp.write_text(json.dumps(info))
-        os.replace(stats_tmp, stats)  # stats first: the .npy appearing means both are complete
+        with atomic_open(stats, "w") as f:  # stats first: the .npy appearing means both are complete
+            f.write(json.dumps(info))
         os.replace(tmp, npy)
     finally:
         tmp.unlink(missing_ok=True)

@@ -24,6 +24,8 @@ TOLERANCE_S = 0.10  # one beat's R peaks in different leads lie within a QRS wid
 FEATURES = ("hr_bpm", "rr_cv", "rmssd_rel", "rr_range_s", "pnn50")
 VERSION = "nk2-vote5-v1"  # change when the detector or the features change: the cache key holds it
 
+from ssrl.atomic import atomic_open
+
 
 def lead_peaks(x: np.ndarray, fs: float) -> np.ndarray:
     """R-peak sample positions of one lead (T,) in mV, from neurokit2; empty when it finds none."""
@@ -95,9 +97,8 @@ def feature_table(data: object, rows: np.ndarray) -> np.ndarray:
         with lock:
             table = _load(path, len(data.signals))
             table[todo, :-1], table[todo, -1] = fresh, 1.0
-            tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npy")
-            np.save(tmp, table)
-            os.replace(tmp, path)
+            with atomic_open(path, "wb") as f:
+                np.save(f, table)
     return table[rows, :-1].copy()
 
 

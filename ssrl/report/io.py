@@ -1,17 +1,16 @@
-"""Atomic result files: a reader sees the old file or the new one, never a truncated one."""
+"""Result files as JSON, text or bytes, each written through the one atomic writer (ssrl.atomic)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
+
+from ssrl.atomic import atomic_open
 
 
 def jsonable(obj: Any) -> Any:
@@ -31,36 +30,9 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
-@contextlib.contextmanager
-def _atomic(path: str | os.PathLike, mode: str) -> Iterator[IO]:
-    """Yields a temp file beside path; on success fsyncs and renames it over path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename durable; not possible everywhere
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-
-
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     """Write obj as strict JSON (NaN -> null) to path atomically; returns the path."""
-    with _atomic(path, "w") as f:
+    with atomic_open(path, "w") as f:
         json.dump(jsonable(obj), f, indent=2, allow_nan=False)
         f.write("\n")
     return Path(path)
@@ -68,13 +40,13 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write text to path atomically; returns the path."""
-    with _atomic(path, "w") as f:
+    with atomic_open(path, "w") as f:
         f.write(text)
     return Path(path)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     """Write bytes to path atomically; returns the path."""
-    with _atomic(path, "wb") as f:
+    with atomic_open(path, "wb") as f:
         f.write(data)
     return Path(path)

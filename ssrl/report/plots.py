@@ -12,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ssrl.atomic import atomic_open
 from ssrl.report.tables import cell_label  # noqa: E402
 
 
@@ -29,14 +30,13 @@ def condition_names(cells: list[dict]) -> list[str]:
 
 
 def _save(fig: Any, path: str | os.PathLike) -> Path:
-    """Save a figure as PNG beside a temp name, rename it into place, close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=130, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    """Save a figure as PNG through the atomic writer; the figure is closed whatever happens."""
+    try:
+        with atomic_open(path, "wb") as f:
+            fig.savefig(f, format="png", dpi=130, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return Path(path)
 
 
 def plot_scarcity(results: dict[str, Any], path: str | os.PathLike) -> Path:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from ssrl.atomic import atomic_open
 from ssrl.config import FinetuneConfig, to_dict
 from ssrl.data import ECGData, TaskLabels, balanced_subset, fraction_subset
 from ssrl.models import build_encoder, encoder_kwargs
@@ -42,6 +43,6 @@ def save_predictions(out_dir: Path | None, cfg: FinetuneConfig, labels: TaskLabe
     if out_dir is None:
         return
     test = labels.split("test")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out_dir / "predictions.npz", prob=p_test, y=test.y, classes=np.array(labels.classes),
-                        ecg_id=np.asarray(data.meta.index)[test.rows], config=str(to_dict(cfg)))
+    with atomic_open(out_dir / "predictions.npz", "wb") as f:
+        np.savez_compressed(f, prob=p_test, y=test.y, classes=np.array(labels.classes),
+                            ecg_id=np.asarray(data.meta.index)[test.rows], config=str(to_dict(cfg)))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ssrl.atomic import atomic_open
 from ssrl.data import ECGData
 
 Report = Callable[[dict[str, Any]], None]
@@ -157,17 +157,9 @@ class LoopState:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then rename over path."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # path itself is untouched: the previous state stays loadable
-        raise
+    """torch.save through the atomic writer: the previous file stays loadable until the new one is whole."""
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
 
 
 @dataclass
