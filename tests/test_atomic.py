@@ -45,9 +45,8 @@ def test_atomic_open_replaces_whole_files_only(old):
     with atomic_open(path, "w") as f:
         f.write("new")
     assert path.read_text() == "new"
-    with pytest.raises(ValueError, match="whole files"):
-        with atomic_open(path, "a"):
-            pass
+    with pytest.raises(ValueError, match="whole files"), atomic_open(path, "a"):
+        pass
 
 
 def test_results_json_text_and_bytes(old, monkeypatch):
