@@ -259,3 +259,17 @@ def test_controls_and_holm_families_in_a_fewshot_file():
     assert [d["p_holm"] for d in contrasts] == pytest.approx(holm([d["p_value"] for d in contrasts]))
     assert all(c[k + "_holm"] >= c[k] for c, k in fisher)
     assert add_holm(cells) == account  # idempotent: adjusting twice changes nothing
+
+
+def test_frozen_ssl_tracks_are_compared_with_the_frozen_random_control():
+    """Scarcity: ssl_frozen (and only it) gets vs_random_frozen at the same fraction, paired by seed."""
+    from ssrl.kinds import kind_of
+
+    auroc = {"supervised": [0.80, 0.82, 0.81], "ssl_frozen": [0.78, 0.79, 0.77], "random_frozen": [0.70, 0.74, 0.71],
+             "ssl_finetune": [0.83, 0.84, 0.82]}
+    rows = [{"track": t, "method": "simclr" if t.startswith("ssl") else None, "fraction": 0.1, "seed": s,
+             "test_macro_auroc": v} for t, vals in auroc.items() for s, v in zip((42, 52, 62), vals)]
+    cells = {c["track"]: c for c in kind_of("scarcity").cells(rows, "test_macro_auroc", ["simclr"])}
+    assert cells["ssl_frozen"]["vs_random_frozen"]["mean_diff"] == pytest.approx(
+        statistics.mean([0.78 - 0.70, 0.79 - 0.74, 0.77 - 0.71]))
+    assert not any("vs_random_frozen" in cells[t] for t in ("supervised", "ssl_finetune", "random_frozen"))
