@@ -12,19 +12,18 @@ so ``feature_table`` keeps them beside the signal cache, keyed by the data's fin
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 from filelock import FileLock
 
+from ssrl.atomic import atomic_open
+
 VOTE_LEADS = (1, 0, 5, 7, 10)  # II, I, aVF, V2, V5
 TOLERANCE_S = 0.10  # one beat's R peaks in different leads lie within a QRS width of each other
 FEATURES = ("hr_bpm", "rr_cv", "rmssd_rel", "rr_range_s", "pnn50")
 VERSION = "nk2-vote5-v1"  # change when the detector or the features change: the cache key holds it
-
-from ssrl.atomic import atomic_open
 
 
 def lead_peaks(x: np.ndarray, fs: float) -> np.ndarray:

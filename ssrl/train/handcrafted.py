@@ -126,4 +126,3 @@ def _proba(model: object, x: np.ndarray, n_classes: int) -> np.ndarray:
     out = np.zeros((len(x), n_classes))
     out[:, model.classes_] = model.predict_proba(x)
     return out
-
