@@ -26,7 +26,7 @@ from typing import Any
 
 from ssrl.kinds import kind_of
 from ssrl.report.io import write_json_atomic, write_text_atomic
-from ssrl.report.stats import STATS_VERSION, add_holm, collapse_counts
+from ssrl.report.stats import STATS_VERSION, collapse_counts, holm_account
 from ssrl.report.tables import results_markdown
 
 BLOCK = re.compile(r"(<!-- generated: (?P<path>[^ ]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
@@ -49,7 +49,7 @@ def load_results(path: Path) -> dict[str, Any]:
         if (old is None) != (c["mean"] is None) or (old is not None and abs(old - c["mean"]) > TOLERANCE_RECOMPUTED):
             raise ValueError(f"{path}: cell {_cell_key(c, kind.cell_keys)} recomputes to mean {c['mean']}, "
                              f"the file says {old}; the file is inconsistent")
-    return {**results, "cells": cells, "multiplicity": add_holm(cells), "stats_version": STATS_VERSION,
+    return {**results, "cells": cells, "multiplicity": holm_account(cells), "stats_version": STATS_VERSION,
             "recomputed": True}
 
 

@@ -27,7 +27,7 @@ import numpy as np
 from ssrl.kinds import kind_of
 from ssrl.report.generate import methods_of, rows_of
 from ssrl.report.io import write_bytes_atomic, write_json_atomic
-from ssrl.report.stats import STATS_VERSION, add_holm
+from ssrl.report.stats import STATS_VERSION, holm_account
 
 SAME = ("sweep", "metric")
 SAME_DATA = ("name", "sampling_rate", "task")
@@ -64,7 +64,7 @@ def merge(results: list[dict[str, Any]], names: list[str], replace: bool = False
                n_skipped=sum("skipped" in str(r.get("error", "")) for r in rows),
                precision={"requested": sorted({r["precision"]["requested"] for r in results if r.get("precision")}),
                           "used": sorted({u for r in results for u in (r.get("precision") or {}).get("used", [])})},
-               multiplicity=add_holm(cells), stats_version=STATS_VERSION,
+               multiplicity=holm_account(cells), stats_version=STATS_VERSION,
                merged_from=[{"file": n, "run_id": r.get("run_id"), "scale": r.get("scale"),
                              "precision": r.get("precision"), "pretraining": r.get("pretraining"),
                              "fingerprint": r["dataset"].get("fingerprint"), "cells": len(r["cells"]),

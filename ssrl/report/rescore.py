@@ -108,7 +108,7 @@ def _key(d: dict, seed: Any) -> tuple:
 
 def main(argv: list[str] | None = None) -> int:
     """python -m ssrl.report rescore FILE [--results results.json]: print the cells; check them."""
-    from ssrl.report.stats import add_holm
+    from ssrl.report.stats import holm_account
     from ssrl.report.tables import results_markdown
 
     p = argparse.ArgumentParser(prog="python -m ssrl.report rescore", description=__doc__.splitlines()[0])
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     methods = list(dict.fromkeys(r["method"] for r in rows if r["method"]))  # in the sweep's order
     cells = kind.cells(rows, metric, methods) if kind else []
     print(results_markdown({"sweep": f"re-scored from {args.file.name}", "metric": metric, "cells": cells,
-                            "multiplicity": add_holm(cells)}), end="")
+                            "multiplicity": holm_account(cells)}), end="")
     if args.results is None:
         return 0
     bad = compare(rows, json.loads(args.results.read_text()), metric)

@@ -250,9 +250,6 @@ def add_fewshot_contrasts(cells: list[dict], metric: str) -> list[dict]:
     return cells
 
 
-CONTROLS = ("hrv_logreg", "hr_rule")  # few-shot rhythm controls: every other condition is compared with them
-
-
 def _vs_controls(cells: list[dict], cell: dict, rule: dict | None, metric: str) -> None:
     """``vs_hrv_logreg`` (the same N, paired by seed) and ``vs_hr_rule`` (the zero-label rule) of one cell."""
     if cell.get("track") == "hr_rule":
@@ -276,6 +273,21 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return out.tolist()
 
 
+def _families(cells: list[dict]) -> dict[str, list[tuple[dict, str, str]]]:
+    """A results file's two families of p-values, each member as (holder, key of p, key of its adjusted p)."""
+    metric: list[tuple[dict, str, str]] = []
+    collapse: list[tuple[dict, str, str]] = []
+    for cell in cells:
+        for key, value in cell.items():
+            if key.startswith("vs_") and isinstance(value, dict):
+                metric.append((value, "p_value", "p_holm"))
+            elif key.startswith("collapse_") and key.endswith("_p"):
+                collapse.append((cell, key, key + "_holm"))
+        metric += [(d, "p_value", "p_holm") for d in (cell.get("between_methods") or {}).values()]
+    return {name: [m for m in members if m[0].get(m[1]) is not None]  # an undefined p is in no family
+            for name, members in (("paired metric contrasts", metric), ("collapse (Fisher)", collapse))}
+
+
 def add_holm(cells: list[dict]) -> dict[str, Any]:
     """Holm-adjust every p-value of a results file within its family; returns the families' account.
 
@@ -283,22 +295,16 @@ def add_holm(cells: list[dict]) -> dict[str, Any]:
     tests of collapse rates (``collapse_*_p``). Each contrast dict gains ``p_holm``; each Fisher p gains a
     ``<key>_holm`` beside it. A contrast whose p is undefined (n/a) is not in the family.
     """
-    metric: list[tuple[dict, str]] = []
-    collapse: list[tuple[dict, str]] = []
-    for cell in cells:
-        for key, value in cell.items():
-            if key.startswith("vs_") and isinstance(value, dict):
-                metric.append((value, "p_value"))
-            elif key.startswith("collapse_") and key.endswith("_p") and value is not None:
-                collapse.append((cell, key))
-        metric += [(d, "p_value") for d in (cell.get("between_methods") or {}).values()]
-    families = {}
-    for name, members, suffix in (("paired metric contrasts", metric, ""), ("collapse (Fisher)", collapse, "_holm")):
-        members = [(d, k) for d, k in members if d.get(k) is not None]
-        for (d, k), adj in zip(members, holm([d[k] for d, k in members])):
-            d[k + suffix if suffix else "p_holm"] = adj
-        families[name] = len(members)
-    return {"method": "holm", "alpha": 0.05, "families": families}
+    for members in _families(cells).values():
+        for (holder, _, adjusted), p in zip(members, holm([h[k] for h, k, _ in members])):
+            holder[adjusted] = p
+    return holm_account(cells)
+
+
+def holm_account(cells: list[dict]) -> dict[str, Any]:
+    """results.json's ``multiplicity`` block of cells already adjusted (SweepKind.cells does it): the method,
+    alpha and how many p-values each family holds."""
+    return {"method": "holm", "alpha": 0.05, "families": {n: len(m) for n, m in _families(cells).items()}}
 
 
 def add_method_contrasts(cells: list[dict], metric: str, methods: Sequence[str],

@@ -19,7 +19,7 @@ from ssrl.kinds import kind_of
 from ssrl.models import encoder_kwargs
 from ssrl.report import constant_macro_f1, results_markdown, write_json_atomic, write_text_atomic
 from ssrl.report.rescore import FILE_NAME
-from ssrl.report.stats import STATS_VERSION, add_holm
+from ssrl.report.stats import STATS_VERSION, holm_account
 from ssrl.train.checkpoint import CheckpointError
 from ssrl.tune import console, describe, predictions, stages
 from ssrl.tune.checks import check_pretrain
@@ -332,7 +332,7 @@ def _results(spec: SweepSpec, dataset: DatasetInfo, rows: list[dict], metric: st
         "precision": {"requested": str(spec.train.get("precision", "auto")),
                       "used": sorted({r["precision"] for r in rows if r.get("precision")})},
     }
-    out["multiplicity"] = add_holm(cells)  # the families of contrasts and how their p-values are adjusted
+    out["multiplicity"] = holm_account(cells)  # the families of contrasts and how their p-values are adjusted
     out["stats_version"] = STATS_VERSION
     if spec.search.enabled and spec.searched_cells:  # what drew the searched lr and weight decay
         out["search"] = describe_sampler(spec.search.samples_per_group)
