@@ -30,6 +30,11 @@ def fmt_p(p: float | None) -> str:
     return "p<0.001" if p < 0.001 else f"p={p:.3f}"
 
 
+def fmt_holm(p: float | None) -> str:
+    """A Holm-adjusted p-value as 'Holm 0.028' or 'Holm <0.001'."""
+    return f"Holm {fmt_p(p).removeprefix('p=').removeprefix('p')}"
+
+
 def fmt_ci(ci: list[float] | None, digits: int = 4) -> str:
     """An interval as '[lo, hi]' or 'n/a'."""
     return NA if not ci else f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
@@ -74,7 +79,7 @@ def fmt_contrast(d: dict) -> str:
     interval = NA if not ci else f"[{ci[0]:+.4f}, {ci[1]:+.4f}]"
     holm = d.get("p_holm")
     star = "*" if holm is not None and holm < ALPHA else ""
-    adj = f" (Holm {fmt_p(holm)[2:]})" if holm is not None else ""
+    adj = f" ({fmt_holm(holm)})" if holm is not None else ""
     return f"{d['mean_diff']:+.4f}{star} {interval} {fmt_p(d.get('p_value'))}{adj} (n={d['n_pairs']})"
 
 
@@ -88,7 +93,7 @@ def _collapse(cell: dict, vs: str | None) -> str:
     if key not in cell or cell[key] is None:
         return f"{counts[0]}/{counts[1]}"
     holm = cell.get(f"{key}_holm")
-    return f"{counts[0]}/{counts[1]} ({fmt_p(cell[key])}" + (f", Holm {fmt_p(holm)[2:]})" if holm is not None else ")")
+    return f"{counts[0]}/{counts[1]} ({fmt_p(cell[key])}" + (f", {fmt_holm(holm)})" if holm is not None else ")")
 
 
 def _row(cell: dict, vs: list[str], has_fraction: bool, has_bn: bool = False) -> list[str]:
@@ -129,7 +134,7 @@ def _artefact_lines(cells: list[dict], metric: str) -> list[str]:
         holm = cell.get("collapse_vs_precise_p_holm")
         lines.append(f"- {cell_label(cell)} at N={cell.get('n_labelled')}: running − precise {metric} "
                      f"{fmt_contrast(d)}; collapse Fisher {fmt_p(cell.get('collapse_vs_precise_p'))}"
-                     + (f" (Holm {fmt_p(holm)[2:]})" if holm is not None else ""))
+                     + (f" ({fmt_holm(holm)})" if holm is not None else ""))
     return ["", "BatchNorm statistics, the reference's running averages against precise ones (paired by seed):",
             *lines] if lines else []
 

@@ -211,3 +211,12 @@ def test_batchnorm_artefact_lines_name_the_method():
     md = results_markdown({"sweep": "fewshot", "metric": "macro_f1", "baseline_track": "scratch", "cells": cells})
     assert "- ssl[simclr] at N=70: running − precise macro_f1 +0.1000" in md
     assert "- ssl[masked] at N=70: running − precise macro_f1 -0.1000" in md
+
+
+def test_contrast_shows_raw_and_adjusted_p_and_stars_only_after_adjustment():
+    from ssrl.report.tables import fmt_contrast
+
+    d = {"mean_diff": 0.05, "ci95": [0.02, 0.08], "p_value": 0.0001, "n_pairs": 5}
+    assert fmt_contrast({**d, "p_holm": 0.0004}) == "+0.0500* [+0.0200, +0.0800] p<0.001 (Holm <0.001) (n=5)"
+    assert fmt_contrast({**d, "p_holm": 0.06}) == "+0.0500 [+0.0200, +0.0800] p<0.001 (Holm 0.060) (n=5)"
+    assert fmt_contrast(d) == "+0.0500 [+0.0200, +0.0800] p<0.001 (n=5)"  # a file without adjustment: no star
