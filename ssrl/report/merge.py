@@ -144,8 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results, names = [json.loads(r.read_text()) for r in args.results], [r.name for r in args.results]
         merged = merge(results, names, args.replace)
-        blob = merge_predictions(args.predictions, replaced_cells(results, names, args.replace),
-                                 kind_of(results[0]["sweep"]).cell_keys)
+        dropped = [{tuple(k) for k in run["replaced"]} for run in merged["merged_from"]]  # what merge left out
+        blob = merge_predictions(args.predictions, dropped, kind_of(results[0]["sweep"]).cell_keys)
     except (OSError, KeyError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
