@@ -43,11 +43,11 @@ def load_results(path: Path) -> dict[str, Any]:
         return results
     kind = kind_of(results["sweep"])
     cells = kind.cells(rows_of(results), results["metric"], methods_of(results))
-    before = {_cell_key(c, kind.cell_keys): c.get("mean") for c in results["cells"]}
+    before = {cell_key(c, kind.cell_keys): c.get("mean") for c in results["cells"]}
     for c in cells:
-        old = before.get(_cell_key(c, kind.cell_keys))
+        old = before.get(cell_key(c, kind.cell_keys))
         if (old is None) != (c["mean"] is None) or (old is not None and abs(old - c["mean"]) > TOLERANCE_RECOMPUTED):
-            raise ValueError(f"{path}: cell {_cell_key(c, kind.cell_keys)} recomputes to mean {c['mean']}, "
+            raise ValueError(f"{path}: cell {cell_key(c, kind.cell_keys)} recomputes to mean {c['mean']}, "
                              f"the file says {old}; the file is inconsistent")
     return {**results, "cells": cells, "multiplicity": holm_account(cells), "stats_version": STATS_VERSION,
             "recomputed": True}
@@ -70,7 +70,8 @@ def methods_of(results: dict[str, Any]) -> list[str]:
         dict.fromkeys(c["method"] for c in results["cells"] if c.get("method")))
 
 
-def _cell_key(cell: dict, keys: tuple[str, ...]) -> tuple:
+def cell_key(cell: dict, keys: tuple[str, ...]) -> tuple:
+    """Where a cell or a per-seed row sits: its values of a kind's cell_keys."""
     return tuple(cell.get(k) for k in keys)
 
 

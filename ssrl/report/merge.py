@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ssrl.kinds import kind_of
-from ssrl.report.generate import methods_of, rows_of
+from ssrl.report.generate import cell_key, methods_of, rows_of
 from ssrl.report.io import write_bytes_atomic, write_json_atomic
 from ssrl.report.stats import STATS_VERSION, holm_account
 
@@ -54,7 +54,7 @@ def merge(results: list[dict[str, Any]], names: list[str], replace: bool = False
     dropped = replaced_cells(results, names, replace)
     rows = []
     for res, gone in zip(results, dropped):
-        rows += [r for r in rows_of(res) if tuple(r.get(k) for k in kind.cell_keys) not in gone]
+        rows += [r for r in rows_of(res) if cell_key(r, kind.cell_keys) not in gone]
     methods = list(dict.fromkeys(m for res in results for m in methods_of(res)))
     cells = kind.cells(rows, first["metric"], methods)
     out = {k: first[k] for k in ("sweep", "dataset", "metric") if k in first}
@@ -86,7 +86,7 @@ def replaced_cells(results: list[dict[str, Any]], names: list[str], replace: boo
     out: list[set[tuple]] = [set() for _ in results]
     for i in reversed(range(len(results))):
         for cell in results[i]["cells"]:
-            key = tuple(cell.get(k) for k in keys_of)
+            key = cell_key(cell, keys_of)
             if key in seen:
                 if not replace:
                     raise ValueError(f"{names[i]} and {seen[key]} both hold the cell {key}; merge runs of different "
