@@ -104,6 +104,63 @@ def test_failed_trials_are_retried_then_recorded_and_the_sweep_goes_on(edited_sw
         assert value.encode() not in stored and value not in printed.out + printed.err
 
 
+def test_a_pretraining_that_really_fails_skips_exactly_the_ssl_trials_of_its_method(edited_sweeps, ray_session,
+                                                                                    synth_root, cache_dir, tmp_path,
+                                                                                    capfd):
+    """No mock: the pretrain sweep file sets temperature 1e-7, below NT-Xent's floor (ssrl.ssl.losses.MIN_TEMPERATURE),
+    which only SimCLR reads. The driver's checks pass it (it is positive; built-in methods are not run before Ray), so
+    SimCLR's pretraining trial raises at its first loss, Tune records it failed, and masked pretrains and publishes.
+    Then the SSL tracks of simclr are skipped with that reason in results.json, and every other trial runs: the
+    masked SSL tracks on masked's encoder, and supervised. (Should the driver learn to refuse this temperature, the
+    sweep stops before Ray with a ConfigError and this test needs another in-trial failure.)"""
+    sweeps = edited_sweeps(
+        pretrain={"scales.smoke.train.temperature": 1.0e-7, "scales.smoke.train.epochs": 1},
+        scarcity={"scales.smoke.tracks": ["supervised", "ssl_finetune", "ssl_frozen"],
+                  "track_train": {"ssl_frozen": {"lr": 0.01}},
+                  "scales.smoke.pretrain_methods": ["simclr", "masked"],
+                  "scales.smoke.fractions": [1.0],
+                  "scales.smoke.seeds": [42, 52],
+                  "scales.smoke.train.epochs": 1,
+                  "scales.smoke.resources.max_failures": 0})
+    out, storage = tmp_path / "out", tmp_path / "storage"
+    res = runner.run_sweep(runner.LaunchOptions(sweep="scarcity", scale="smoke", data_root=str(synth_root),
+                                                out=str(out), storage=str(storage), sweeps_dir=str(sweeps),
+                                                max_concurrent=2))
+    printed = capfd.readouterr().out
+    assert json.loads((out / "scarcity" / "results.json").read_text()) == json.loads(json.dumps(res))
+
+    # the pretraining ran in Ray and failed there: simclr's trial has an error file naming the temperature;
+    # masked's pretraining was published (DONE), simclr's was not
+    (error,) = storage.glob(f"pretrain-{res['run_id']}/*/error.txt")
+    assert "temperature must be a finite number >= 1e-06; got 1e-07" in error.read_text()
+    assert [p.parent.name.split("-")[0] for p in (storage / "pretrained").glob("*/DONE")] == ["masked"]
+
+    # results.json: 2 tracks x 2 seeds of simclr skipped, with the trial's own reason; the rest ran
+    reason = "skipped: pretraining simclr failed: ValueError: temperature must be a finite number >= 1e-06; got 1e-07"
+    cells = {(c["track"], c.get("method")): c for c in res["cells"]}
+    assert set(cells) == {("supervised", None), ("ssl_finetune", "simclr"), ("ssl_frozen", "simclr"),
+                          ("ssl_finetune", "masked"), ("ssl_frozen", "masked")}
+    assert (res["n_runs"], res["n_failed"], res["n_skipped"]) == (10, 4, 4)
+    for (_, method), cell in cells.items():
+        if method == "simclr":
+            assert cell["seeds"] == [] and [(f["seed"], f["error"]) for f in cell["failed"]] == [
+                (42, reason), (52, reason)], cell
+        else:
+            assert cell["seeds"] == [42, 52] and cell["n_failed"] == 0, cell
+    assert res["pretraining"]["methods"] == ["simclr", "masked"]
+    assert "SKIPPED 4 trials of ssl_finetune[simclr]@1.0, ssl_frozen[simclr]@1.0 " in printed
+
+    # the evaluation started exactly the trials that did not need simclr, and the SSL ones loaded masked's encoder
+    client = MlflowClient(tracking_uri=f"sqlite:///{out}/mlflow.db")
+    evals = stage_runs(client, res, "eval")
+    assert sorted((r.data.tags["track"], r.data.tags.get("method", "")) for r in evals) == sorted(
+        [("supervised", "")] * 2 + [("ssl_finetune", "masked")] * 2 + [("ssl_frozen", "masked")] * 2)
+    assert all(r.info.status == "FINISHED" for r in evals)
+    (masked,) = (storage / "pretrained").glob("masked-*")
+    assert {r.data.params.get("pretrained_uri") for r in evals if r.data.tags["track"] != "supervised"} == {
+        str(masked)}
+
+
 # --- the driver killed with SIGKILL mid-sweep, then the same command with --resume --------------------
 
 
