@@ -132,7 +132,46 @@ def test_segment_length_is_in_seconds_at_any_sampling_rate() -> None:
         assert torch.equal(seg, seg[..., :1].expand_as(seg))
 
 
+def test_a_partial_last_segment_is_hidden_whole_like_the_others() -> None:
+    """T = 1005 in segments of 20: 51 segments, the last 5 samples long, hidden all together or not at all."""
+    mask = random_mask((256, 2, 1005), segment=20, ratio=0.5, lead_p=0.0, generator=torch.Generator().manual_seed(0))
+    tail = mask[:, 0, 1000:]  # (B, 5)
+    assert torch.equal(tail, tail[:, :1].expand_as(tail))
+    assert tail[:, 0].any() and not tail[:, 0].all()  # hidden in some records, shown in others
+    assert torch.all(mask[:, 0].sum(1) <= round(0.5 * 51) * 20)  # 26 segments, one of them maybe the short one
+
+
 # --- the method ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fs,samples", [(100, 10), (500, 50)])
+def test_the_methods_settings_reach_its_masks_and_decoder(fs: int, samples: int) -> None:
+    """mask_seconds 0.1 is 10 samples at 100 Hz and 50 at 500 Hz; mask_ratio 0.3 hides 3 of every 10 segments of
+    each lead it does not hide whole; mask_leads 0.5 hides about half the leads whole (192 leads; seeds 0-2 on an
+    AVX2 CPU: 0.50-0.52 at both rates, so 0.35-0.65 has 4 standard errors of room either way). The decoder rebuilds every lead
+    the encoder reads, and decoder_width 0 means a quarter of the encoder's feature channels (at least 8)."""
+    m = tiny(sampling_rate=fs, mask_seconds=0.1, mask_ratio=0.3, mask_leads=0.5, decoder_width=0)
+    assert m.segment == samples
+    x = waves(b=64, t=10 * fs, fs=fs)
+    _, mask = m.inputs(x, None, torch.Generator().manual_seed(0))
+    whole = mask.all(dim=-1)  # (B, leads)
+    assert 0.35 < whole.float().mean() < 0.65
+    assert torch.all(mask.float().mean(-1)[~whole] == 0.3)
+    seg = mask.view(64, 3, 100, samples)  # (B, leads, segments, samples)
+    assert torch.equal(seg, seg[..., :1].expand_as(seg))  # whole segments
+    partial = mask[~whole.all(dim=1)]  # records with a lead shown: every shown lead hides the same times
+    shown = ~whole[~whole.all(dim=1)]
+    for rec, keep in zip(partial, shown):  # test-side loop only
+        assert torch.equal(rec[keep], rec[keep][:1].expand_as(rec[keep]))
+    convs = [mod for mod in m.decoder.modules() if isinstance(mod, torch.nn.Conv1d)]
+    assert convs[0].in_channels == m.encoder.feature_dim and convs[-1].out_channels == m.encoder.in_leads == 3
+    assert convs[0].out_channels == max(8, m.encoder.feature_dim // 4)
+    assert [type(mod) for mod in m.decoder.modules()].count(torch.nn.ConvTranspose1d) == (
+        m.encoder.feature_stride.bit_length() - 1)
+    wide = Masked(build_encoder("cnn6", in_leads=3, width=16), PretrainConfig())  # 64 feature channels
+    assert wide.decoder.net[0].out_channels == 16 and tiny(decoder_width=24).decoder.net[0].out_channels == 24
+
+
 
 
 def test_inputs_are_the_batch_itself_not_augmented_views() -> None:
