@@ -249,7 +249,7 @@ def test_loss_falls_over_20_steps_and_beats_predicting_the_mean() -> None:
 def _run(synth_root, cache_dir, out, **kw) -> list[dict]:
     cfg = PretrainConfig(**{**dict(data_root=str(synth_root), cache_dir=str(cache_dir), method="masked", encoder="cnn6",
                                    encoder_width=8, decoder_width=8, epochs=2, batch_size=64, lr=3e-3, seed=0,
-                                   device="cpu", probe_every=2, probe_size=120, max_pool=160), **kw})
+                                   device="cpu", probe_every=2, probe_size=120, max_pool=160, precision="fp32"), **kw})
     seen: list[dict] = []
     pretrain(cfg, seen.append, out)
     return seen

@@ -36,10 +36,12 @@ def test_reports_every_epoch_counted_from_one(ft_cfg):
 
 
 def test_loss_falls(ft_cfg):
+    """fp32 (ft_cfg). Measured on an AVX2 CPU, seeds 42/52/62: 0.62-0.65 in epoch 1, 0.39-0.41 in epoch 6 (0.59-0.65
+    of the first), so falling below 0.85 of the first has room."""
     seen = []
     finetune(ft_cfg(epochs=6, lr=3e-3), seen.append)
     losses = [m["train_loss"] for m in seen if "train_loss" in m]
-    assert losses[-1] < losses[0]
+    assert len(losses) == 6 and losses[-1] < 0.85 * losses[0], losses
 
 
 def test_reported_model_is_best_epoch_not_last(ft_cfg, tmp_path, monkeypatch):
