@@ -13,10 +13,12 @@ export RAY_AUTH_MODE ?= disabled
 
 setup: $(VENV)/.installed
 
+# --no-compile: byte-compiling all 2 GB of packages at install took most of the install's CPU time
+# (docs/RESULTS.md section 3); Python compiles the modules a run imports, once, when it first runs.
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q $(PIP_C) -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-compile $(PIP_C) -e '.[dev]'
 	touch $@
 
 demo: setup
