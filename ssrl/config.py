@@ -168,6 +168,7 @@ class PretrainedEntry:
     key_prefix: str = ""  # only the keys that start with it are the encoder's, with it stripped
     seconds: float = 0.0  # window length; 0 = the whole record
     leads: tuple[str, ...] = ()  # its lead order (a subset allowed); () = PTB-XL's 12 in their order
+    sha256: str = ""  # the file's sha256: given, a file that differs is refused; the runner fills it in
 
     def __post_init__(self) -> None:
         if not _ENTRY_NAME.fullmatch(self.name):

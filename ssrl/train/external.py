@@ -11,6 +11,7 @@ and ``adapt`` wraps it in ssrl.models.adapter.InputAdapter on the trial's device
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import pickle
@@ -43,6 +44,11 @@ class LoadedExternal:
     leads: tuple[str, ...]
     sha256: str
     n_ignored: int  # keys of the file outside key_prefix (a head, a projector), left out
+
+    def resolved(self) -> PretrainedEntry:
+        """The entry with what loading found: its encoder and kwargs (an ssrl checkpoint names them), sha256."""
+        return dataclasses.replace(self.entry, encoder=self.encoder_name, kwargs=self.kwargs, leads=self.leads,
+                                   sha256=self.sha256)
 
     def record(self) -> dict[str, Any]:
         """What results.json, MLflow tags and the console say about it: name, file, sha256, encoder, contract."""
@@ -148,6 +154,9 @@ def load_external(entry: PretrainedEntry, data_rate: int, record_samples: int) -
     path = Path(entry.weights).expanduser()
     state, header = read_weights(path)
     sha = sha256_of(path)
+    if entry.sha256 and entry.sha256.lower() != sha:
+        raise CheckpointError(f"{path}: sha256 {sha[:16]}... differs from the {entry.sha256[:16]}... that {where} "
+                              "pins; point weights at the pinned file or update sha256")
     state, ignored = select_keys(state, entry.key_prefix, path)
     name = entry.encoder or (header or {}).get("encoder", "")
     if not name:
