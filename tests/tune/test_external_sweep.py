@@ -72,7 +72,7 @@ def test_a_bad_entry_fails_when_the_sweep_file_is_read(edited_sweeps, weights, e
 
 
 def test_scarcity_smoke_pairs_external_encoders_with_a_method_pretrained_here(edited_sweeps, weights, ray_session,
-                                                                             synth_root, cache_dir, tmp_path, capsys):
+                                                                             synth_root, cache_dir, tmp_path, capfd):
     """Both files (safetensors with a prefix, .pt; 500 Hz, 5 s, three leads) beside simclr, on the same seeds;
     results.json, MLflow and the console name each file's sha256. A bad file then stops a run before Ray with
     one line and leaves the results intact."""
@@ -111,7 +111,7 @@ def test_scarcity_smoke_pairs_external_encoders_with_a_method_pretrained_here(ed
     assert json.loads(parent.data.tags["pretrained.fm_st"])["sha256"] == sha["st"]
     evals = client.search_runs([exp.experiment_id], "tags.stage = 'eval'", max_results=100)
     assert {r.data.tags.get("weights_sha256") for r in evals if r.data.tags.get("method") == "fm_pt"} == {sha["pt"]}
-    header = capsys.readouterr().out
+    header = capfd.readouterr().out
     assert f"fm_pt: {weights['pt']} sha256 {sha['pt'][:16]}" in header and "500 Hz, 5 s, leads II,V1,I" in header
 
     before = (out / "scarcity" / "results.json").read_bytes()
