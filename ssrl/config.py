@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, fields
+import re
+from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 C = TypeVar("C")
@@ -144,6 +145,68 @@ class FinetuneConfig(DataSettings):
         """The track's init/freeze/augment recipe, with the augment override applied."""
         t = TRACKS[self.track]
         return dataclasses.replace(t, augment=self.augment or t.augment)
+
+
+# How an encoder pretrained elsewhere wants its input scaled (ssrl.models.adapter): each record's lead to zero
+# mean and unit std, each record over all its leads, millivolts as recorded, or this project's standardisation
+NORMALISE = ("per_lead", "global", "none", "dataset")
+WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth")
+_ENTRY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]*")
+
+
+@dataclass(frozen=True)
+class PretrainedEntry:
+    """An encoder pretrained elsewhere, as a sweep file's `pretrained:` list names it: what to build, its
+    weights, and its input contract (the rate, length, leads and scaling it was trained on)."""
+
+    name: str  # the SSL tracks run as ssl_finetune[name], ...
+    weights: str  # a .safetensors file, or a .pt/.pth holding a state_dict (or an ssrl encoder checkpoint)
+    sampling_rate: int  # Hz
+    normalise: str  # one of NORMALISE
+    encoder: str = ""  # a built-in or plug-in 'pkg.mod:Class'; "" = the one an ssrl checkpoint names
+    kwargs: dict[str, Any] = field(default_factory=dict)  # built as Class(in_leads=len(leads), **kwargs)
+    key_prefix: str = ""  # only the keys that start with it are the encoder's, with it stripped
+    seconds: float = 0.0  # window length; 0 = the whole record
+    leads: tuple[str, ...] = ()  # its lead order (a subset allowed); () = PTB-XL's 12 in their order
+    sha256: str = ""  # the file's sha256: given, a file that differs is refused; the runner fills it in
+
+    def __post_init__(self) -> None:
+        if not _ENTRY_NAME.fullmatch(self.name):
+            raise ConfigError(f"pretrained name {self.name!r}: use letters, digits, '_', '.', '-' (a letter first)")
+        if not self.weights.endswith(WEIGHT_SUFFIXES):
+            raise ConfigError(f"pretrained {self.name}: weights {self.weights!r} must end in "
+                              f"{', '.join(WEIGHT_SUFFIXES)}")
+        if self.normalise not in NORMALISE:
+            raise ConfigError(f"pretrained {self.name}: normalise {self.normalise!r} is unknown; use one of "
+                              f"{', '.join(NORMALISE)}")
+        require_positive(self, "sampling_rate")
+        require_nonnegative(self, "seconds")
+        if not isinstance(self.kwargs, dict) or "in_leads" in self.kwargs:
+            raise ConfigError(f"pretrained {self.name}: kwargs must be a mapping without in_leads (set by leads)")
+        if len(set(self.leads)) != len(self.leads):
+            raise ConfigError(f"pretrained {self.name}: leads {list(self.leads)} repeat a lead")
+
+    @classmethod
+    def from_raw(cls, raw: Any) -> PretrainedEntry:
+        """An entry from a sweep file's mapping: unknown keys are errors, values typed as every setting's."""
+        if not isinstance(raw, dict):
+            raise ConfigError(f"pretrained entry {raw!r} must be a mapping {{name, encoder, weights, ...}}")
+        where = f"pretrained {raw.get('name', '?')}"
+        missing = [k for k in ("name", "weights", "sampling_rate", "normalise") if k not in raw]
+        if missing:
+            raise ConfigError(f"{where}: missing {', '.join(missing)}")
+        leads = raw.get("leads") or ()
+        if isinstance(leads, str) or not isinstance(leads, (list, tuple)):
+            raise ConfigError(f"{where}: leads {leads!r} must be a list of lead names, e.g. [I, II, V1]")
+        kwargs = raw.get("kwargs") or {}
+        rest = {k: v for k, v in raw.items() if k not in ("leads", "kwargs")}
+        entry = from_dict(cls, rest)
+        return dataclasses.replace(entry, leads=tuple(str(x) for x in leads), kwargs=dict(kwargs))
+
+    def contract(self) -> dict[str, Any]:
+        """The input contract: what the adapter feeds the encoder."""
+        return {"sampling_rate": self.sampling_rate, "seconds": self.seconds, "leads": list(self.leads),
+                "normalise": self.normalise}
 
 
 def from_dict(cls: type[C], values: dict[str, Any], ignore: tuple[str, ...] = ()) -> C:

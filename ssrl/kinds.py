@@ -19,7 +19,7 @@ from ssrl.config import LABEL_FREE, TRACKS, ConfigError
 
 # Top-level keys every sweep file may hold, and those of every sweep that fine-tunes and evaluates
 COMMON_KEYS = frozenset({"name", "seeds", "train", "resources", "scales", "data"})
-EVAL_KEYS = COMMON_KEYS | {"task", "metric", "pretrain_methods", "track_train", "search"}
+EVAL_KEYS = COMMON_KEYS | {"task", "metric", "pretrain_methods", "pretrained", "track_train", "search"}
 
 
 @dataclass(frozen=True)

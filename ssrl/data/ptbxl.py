@@ -26,6 +26,8 @@ TASK_CLASSES = {"superdiagnostic": SUPERCLASSES, "rhythm5": RHYTHM5}  # each tas
 TASKS = tuple(TASK_CLASSES)
 SPLITS = {"train": tuple(range(1, 9)), "val": (9,), "test": (10,)}
 TRAIN_FOLDS = SPLITS["train"]
+# The leads of every PTB-XL record, in the order its WFDB files (and so the signal cache) hold them
+LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
 
 
 class DataError(ValueError):

@@ -65,9 +65,10 @@ def rows_of(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def methods_of(results: dict[str, Any]) -> list[str]:
-    """The pretraining methods of a results file, in the sweep's order."""
-    return (results.get("pretraining") or {}).get("methods") or list(
-        dict.fromkeys(c["method"] for c in results["cells"] if c.get("method")))
+    """The encoders a results file's SSL tracks start from, in the sweep's order: the methods pretrained here,
+    then the encoders pretrained elsewhere (`pretrained`)."""
+    named = [*(results.get("pretraining") or {}).get("methods", []), *(e["name"] for e in results.get("pretrained", []))]
+    return named or list(dict.fromkeys(c["method"] for c in results["cells"] if c.get("method")))
 
 
 def cell_key(cell: dict, keys: tuple[str, ...]) -> tuple:

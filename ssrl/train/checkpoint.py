@@ -20,17 +20,23 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the file and what to do."""
 
 
-def save_encoder(path: Path, encoder: nn.Module, name: str, kwargs: dict, config: dict, **extra: Any) -> None:
-    """Write an encoder's weights with everything needed to rebuild it, atomically."""
+def save_encoder(path: Path, encoder: nn.Module, name: str, kwargs: dict, config: dict, in_leads: int | None = None,
+                 input_contract: dict | None = None, **extra: Any) -> None:
+    """Write an encoder's weights with everything needed to rebuild it, atomically.
+
+    ``input_contract`` (an encoder pretrained elsewhere: ssrl.train.external) says how fine-tuning feeds it.
+    """
     blob = {
         "format": FORMAT,
         "encoder": name,
         "encoder_kwargs": json.dumps(kwargs, sort_keys=True),
-        "in_leads": int(getattr(encoder, "in_leads", 12)),
+        "in_leads": int(in_leads if in_leads is not None else getattr(encoder, "in_leads", 12)),
         "config": json.dumps(config, sort_keys=True),
         "extra": json.dumps(extra, sort_keys=True),
         "state_dict": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
     }
+    if input_contract is not None:
+        blob["input"] = json.dumps(input_contract, sort_keys=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_torch_save(blob, path)
 
@@ -52,7 +58,12 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def load_encoder(path: str | Path, expect: str | None = None, expect_kwargs: dict | None = None) -> nn.Module:
     """A fresh encoder built from a checkpoint file; a different encoder than expected is an error."""
-    blob = read_checkpoint(path)
+    return encoder_from(read_checkpoint(path), path, expect, expect_kwargs)
+
+
+def encoder_from(blob: dict[str, Any], path: str | Path, expect: str | None = None,
+                 expect_kwargs: dict | None = None) -> nn.Module:
+    """A fresh encoder built from a read checkpoint (``read_checkpoint(path)``); checked as ``load_encoder``."""
     kwargs = json.loads(blob["encoder_kwargs"])
     if expect is not None and (blob["encoder"] != expect or (expect_kwargs is not None and kwargs != expect_kwargs)):
         raise CheckpointError(

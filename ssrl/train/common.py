@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from ssrl.atomic import atomic_open
 from ssrl.config import FinetuneConfig, to_dict
 from ssrl.data import ECGData, TaskLabels, balanced_subset, fraction_subset
 from ssrl.models import build_encoder, encoder_kwargs
-from ssrl.train.checkpoint import load_encoder
+from ssrl.train.checkpoint import encoder_from, read_checkpoint
 
 
 def select_subset(train: TaskLabels, cfg: FinetuneConfig) -> np.ndarray:
@@ -23,12 +24,25 @@ def select_subset(train: TaskLabels, cfg: FinetuneConfig) -> np.ndarray:
     return fraction_subset(train.y, cfg.fraction, cfg.seed)
 
 
-def build_track_encoder(cfg: FinetuneConfig) -> nn.Module:
-    """The track's encoder: rebuilt from the pretrained checkpoint file, or freshly initialised."""
+def build_track_encoder(cfg: FinetuneConfig, data: ECGData | None = None) -> nn.Module:
+    """The track's encoder: rebuilt from the pretrained checkpoint file, or freshly initialised.
+
+    A checkpoint with an input contract (an encoder pretrained elsewhere, ssrl.train.external) comes wrapped
+    in its input adapter, fed from ``data``'s records; a track that augments crops it at random places.
+    """
     kwargs = encoder_kwargs(cfg.encoder_width)
-    if cfg.spec.init == "ssl":
-        return load_encoder(cfg.pretrained, expect=cfg.encoder, expect_kwargs=kwargs)
-    return build_encoder(cfg.encoder, in_leads=12, **kwargs)
+    if cfg.spec.init != "ssl":
+        return build_encoder(cfg.encoder, in_leads=12, **kwargs)
+    blob = read_checkpoint(cfg.pretrained)
+    if "input" not in blob:
+        return encoder_from(blob, cfg.pretrained, expect=cfg.encoder, expect_kwargs=kwargs)
+    from ssrl.train.external import adapt_to_data
+
+    if data is None:
+        raise ValueError(f"{cfg.pretrained}: an encoder with an input contract needs the data it is fed from")
+    encoder = encoder_from(blob, cfg.pretrained, expect=cfg.encoder)  # its own kwargs, from the checkpoint
+    return adapt_to_data(encoder, json.loads(blob["input"]), data, random_crop=cfg.spec.augment != "none",
+                         seed=cfg.seed + 2)
 
 
 def classes_used(prob: np.ndarray) -> int:

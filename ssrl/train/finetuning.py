@@ -81,9 +81,9 @@ def standardizer(h: torch.Tensor) -> Standardize:
     return Standardize(h.mean(0), std.clamp_min(STD_FLOOR * typical))
 
 
-def build_classifier(cfg: FinetuneConfig, n_out: int) -> Classifier:
+def build_classifier(cfg: FinetuneConfig, n_out: int, data: ECGData | None = None) -> Classifier:
     """A fresh model: random encoder, or one rebuilt from the checkpoint file (never a shared object)."""
-    encoder = build_track_encoder(cfg)
+    encoder = build_track_encoder(cfg, data)
     return Classifier(encoder, build_head(cfg.head, encoder.out_dim, n_out), cfg.spec.frozen)
 
 
@@ -140,7 +140,7 @@ def prepare(cfg: FinetuneConfig) -> Run:
     labels = task_labels(data, cfg.task)
     train_all, val, test = (labels.split(s) for s in ("train", "val", "test"))
     pick = select_subset(train_all, cfg)
-    model = build_classifier(cfg, len(labels.classes)).to(device)
+    model = build_classifier(cfg, len(labels.classes), data).to(device)
     sources = [Signals(data, rows, device) for rows in (train_all.rows[pick], val.rows, test.rows)]
     fast = cfg.spec.frozen and cfg.spec.augment == "none"
     if cfg.spec.frozen:  # a linear probe sees standardised embeddings, whatever the encoder's scale

@@ -112,7 +112,7 @@ def _inputs(cfg: FinetuneConfig, data: ECGData) -> Callable[[np.ndarray], np.nda
     if cfg.spec.init == "handcrafted":
         return lambda rows: feature_table(data, rows)
     device = resolve_device(cfg.device)
-    encoder = build_track_encoder(cfg).to(device)
+    encoder = build_track_encoder(cfg, data).to(device)
 
     def inputs(rows: np.ndarray) -> np.ndarray:
         emb = Features(encoder, Signals(data, rows, device), cfg.eval_batch_size).x  # (n, D) fp32, eval mode

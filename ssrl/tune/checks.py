@@ -60,11 +60,14 @@ def check_pretrain(cfg: Any) -> None:
                               f"({type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]})") from None
 
 
-def check_finetune(cfg: Any) -> None:
-    """Resolve a FinetuneConfig's encoder and head (its track and augmentation are checked where it is made)."""
+def check_finetune(cfg: Any, own_encoder: bool = True) -> None:
+    """Resolve a FinetuneConfig's encoder and head (its track and augmentation are checked where it is made).
+
+    own_encoder=False: the encoder is one pretrained elsewhere, built with its own kwargs by its loader.
+    """
     from ssrl.models import ENCODERS, HEADS
 
-    if cfg.spec.init != "handcrafted":
+    if cfg.spec.init != "handcrafted" and own_encoder:
         if cfg.encoder not in ENCODERS:
             raise ENCODERS.unknown(cfg.encoder)
         if is_plugin(cfg.encoder):

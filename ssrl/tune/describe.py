@@ -67,7 +67,18 @@ def header(run: Any) -> str:
         _row("results", f"{shown(run.out_dir)}/"),
         _row("logs", log),
         _row("mlflow", f"{store(run.uri)}, experiment ssrl-{spec.name}"),
+        *[_row("pretrained" if i == 0 else "", external_line(e.record())) for i, e in enumerate(run.externals)],
     ])
+
+
+def external_line(record: dict[str, Any]) -> str:
+    """One encoder pretrained elsewhere: name, file and sha256, what is built, and its input contract."""
+    contract = record["input"]
+    kwargs = "".join(f", {k}={v!r}" for k, v in record["kwargs"].items())
+    window = f"{contract['seconds']:g} s" if contract["seconds"] else "whole records"
+    return (f"{record['name']}: {shown(record['weights'])} sha256 {record['sha256'][:16]}, {record['encoder']}"
+            f"(in_leads={len(contract['leads'])}{kwargs}); {contract['sampling_rate']} Hz, {window}, leads "
+            f"{','.join(contract['leads'])}, normalise {contract['normalise']}")
 
 
 def compute(run: Any, cpus: float, gpus: float, pre_cpus: float, pre_gpus: float) -> str:
@@ -135,6 +146,9 @@ def plan(opts: LaunchOptions) -> str:
     root, how, fingerprint = _data_plan(opts, spec)
     lines = [f"plan (--dry-run): ssrl {spec.name} sweep, scale {scale} ({why}), {precision_line(spec)}",
              _row("data", f"{shown(root)} ({how})")]
+    lines += [_row("pretrained" if i == 0 else "", f"{e.name}: {e.weights} ({e.encoder or 'the encoder it names'}; "
+                                                       "loaded and checked before Ray starts)")
+              for i, e in enumerate(spec.pretrained)]
     lines += _stage_plan(opts, spec, pre_spec, storage, (root, fingerprint))
     uri = opts.tracking_uri or f"sqlite:///{out_dir.parent / 'mlflow.db'}"
     lines += [_row("results", f"{shown(out_dir)}/ (results.json, results.md, the plot, state.json)"),

@@ -37,6 +37,7 @@ class TrialMeta:
     dataset: str = ""
     dataset_fingerprint: str = ""
     pretrained_uri: str = ""  # the encoder an SSL track fine-tunes ("" for every other track)
+    weights_sha256: str = ""  # an encoder pretrained elsewhere: the sha256 of its weights file
     checkpoint_every: int = 1
     trial_key: str = ""  # the MLflow run a resumed trial reopens ("" = one per Tune trial)
 

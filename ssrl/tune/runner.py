@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from ssrl.config import TRACKS
 from ssrl.data import open_ptbxl, task_labels
 from ssrl.errors import USER_ERRORS
 from ssrl.kinds import kind_of
@@ -101,6 +100,7 @@ class _Checked:
     dataset: DatasetInfo
     data_how: str
     storage: str
+    externals: list = dataclasses.field(default_factory=list)  # ssrl.train.external.LoadedExternal per entry
 
     @property
     def log(self) -> Path | None:
@@ -156,9 +156,21 @@ def _check(opts: LaunchOptions) -> _Checked:
     if opts.resume and state.get("fingerprint") not in (None, dataset.fingerprint):
         raise SweepError(f"--resume: {out_dir} was run on other data (fingerprint {state['fingerprint'][:12]})")
     storage = opts.storage or str(out_dir.parent / "ray")
+    externals = _load_externals(spec, dataset)
+    spec = dataclasses.replace(spec, pretrained=tuple(e.resolved() for e in externals))
     _preflight(spec, pre_spec, dataset, storage)
     state.update(scale=scale, fingerprint=dataset.fingerprint, sweep=spec.name)
-    return _Checked(opts, spec, pre_spec, why, out_dir, state, uri, client, dataset, how, storage)
+    return _Checked(opts, spec, pre_spec, why, out_dir, state, uri, client, dataset, how, storage, externals)
+
+
+def _load_externals(spec: SweepSpec, dataset: DatasetInfo) -> list:
+    """Every `pretrained:` entry built and its weights loaded and checked (ssrl.train.external): before Ray."""
+    if not spec.pretrained:
+        return []
+    from ssrl.train.external import load_external
+
+    length = open_ptbxl(dataset.root, dataset.sampling_rate).signals.shape[-1]  # samples per record
+    return [load_external(e, dataset.sampling_rate, length) for e in spec.pretrained]
 
 
 def _execute(run: _Checked, con: console.Console) -> tuple[dict[str, Any], str]:
@@ -168,7 +180,9 @@ def _execute(run: _Checked, con: console.Console) -> tuple[dict[str, Any], str]:
     pre_cpus, pre_gpus = _fit_resources(opts, pre_spec) if pre_spec is not None else (cpus, gpus)
     con.say(describe.compute(run, cpus, gpus, pre_cpus, pre_gpus))
     tags = {"sweep": spec.name, "scale": spec.scale, "dataset": run.dataset.name,
-            "dataset_fingerprint": run.dataset.fingerprint, "git_commit": git_commit(), "tracking_uri": redact(run.uri)}
+            "dataset_fingerprint": run.dataset.fingerprint, "git_commit": git_commit(), "tracking_uri": redact(run.uri),
+            # each encoder pretrained elsewhere: its file, sha256, encoder and input contract
+            **{f"pretrained.{e.entry.name}": json.dumps(e.record(), sort_keys=True) for e in run.externals}}
     tracker = Tracker(run.client, f"ssrl-{spec.name}", state["run_id"], state.get("parent_run_id"), tags)
     state["parent_run_id"] = tracker.parent_id
     write_json_atomic(run.out_dir / STATE, state)
@@ -179,7 +193,7 @@ def _execute(run: _Checked, con: console.Console) -> tuple[dict[str, Any], str]:
                          max_failures=spec.resources.max_failures, pretrain_cpus=pre_cpus, pretrain_gpus=pre_gpus,
                          say=con.say)
     try:
-        results = _stages(ctx, spec, pre_spec, state, run.out_dir)
+        results = _stages(ctx, spec, pre_spec, state, run.out_dir, run.externals)
     except BaseException as e:
         tracker.close([], status="KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
@@ -224,7 +238,7 @@ def _preflight(spec: SweepSpec, pre_spec: SweepSpec | None, dataset: DatasetInfo
 
 def _check_encoders(spec: SweepSpec, pre_spec: SweepSpec, cfg: Any) -> None:
     """Every SSL track fine-tunes the encoder (and width) that the pretrain sweep trains."""
-    for cell in {c.track: c for c in spec.cells if TRACKS[c.track].init == "ssl"}.values():
+    for cell in {c.track: c for c in spec.cells if c.method in spec.pretrain_methods}.values():
         ft = spec.finetune_config(cell)
         want = (ft.encoder, ft.encoder_width)
         if want != (cfg.encoder, cfg.encoder_width):
@@ -234,7 +248,7 @@ def _check_encoders(spec: SweepSpec, pre_spec: SweepSpec, cfg: Any) -> None:
 
 
 def _stages(ctx: stages.Context, spec: SweepSpec, pre_spec: SweepSpec | None, state: dict,
-            out_dir: Path) -> dict[str, Any]:
+            out_dir: Path, externals: list | None = None) -> dict[str, Any]:
     if not spec.kind.evaluates:
         done = stages.ensure_pretrained(ctx, spec, spec.methods)
         rows = [{"track": r["method"], "seed": r["seed"], **stages.read_metrics(r["uri"]), "checkpoint": r["uri"]}
@@ -247,6 +261,8 @@ def _stages(ctx: stages.Context, spec: SweepSpec, pre_spec: SweepSpec | None, st
         pretrained = {r["method"]: r["uri"] for r in reversed(done) if "uri" in r}
         encoders, pretraining = _pretraining(done, spec, pre_spec)
         spec, lost = _without_failed_methods(ctx, spec, done, pretrained)
+    for loaded in externals or []:  # published like a pretraining: trials on any node fetch them the same way
+        pretrained[loaded.entry.name] = stages.publish_external(ctx.storage, loaded)
     chosen = state["stages"].get("search")
     if spec.search.enabled and chosen is None and spec.searched_cells:
         chosen = stages.search(ctx, spec, pretrained)
@@ -259,7 +275,10 @@ def _stages(ctx: stages.Context, spec: SweepSpec, pre_spec: SweepSpec | None, st
     rows = [_row(r, spec) for r in grid]
     predictions.write(grid, rows, spec.metric, out_dir)  # test probabilities: re-scoring needs no re-run
     rows += lost
-    return _results(spec, ctx.dataset, rows, spec.metric, state, chosen, pretraining)
+    results = _results(spec, ctx.dataset, rows, spec.metric, state, chosen, pretraining)
+    if externals:
+        results["pretrained"] = [e.record() for e in externals]  # name, file, sha256, encoder, input contract
+    return results
 
 
 def _without_failed_methods(ctx: stages.Context, spec: SweepSpec, done: list[dict],
@@ -322,7 +341,7 @@ def _row(result: Any, spec: SweepSpec) -> dict[str, Any]:
 
 def _results(spec: SweepSpec, dataset: DatasetInfo, rows: list[dict], metric: str, state: dict,
              chosen: dict | None = None, pretraining: dict | None = None) -> dict[str, Any]:
-    cells = spec.kind.cells(rows, metric, spec.pretrain_methods)
+    cells = spec.kind.cells(rows, metric, spec.compared_methods)
     out: dict[str, Any] = {
         "sweep": spec.name, "scale": spec.scale, "run_id": state["run_id"],
         "dataset": dataset.as_dict(spec.task or "superdiagnostic"), "metric": metric, "cells": cells,

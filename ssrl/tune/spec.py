@@ -15,6 +15,7 @@ from ssrl.config import (
     ConfigError,
     FinetuneConfig,
     PretrainConfig,
+    PretrainedEntry,
     from_dict,
     require_nonnegative,
     require_positive,
@@ -106,6 +107,7 @@ class SweepSpec:
     task: str = ""
     metric: str = ""
     pretrain_methods: tuple[str, ...] = ("simclr",)  # scarcity/fewshot: every SSL track runs once per method
+    pretrained: tuple[PretrainedEntry, ...] = ()  # encoders pretrained elsewhere: SSL tracks run once per entry too
     methods: tuple[str, ...] = ()  # the pretrain sweep: the methods it pretrains
     cells: tuple[Cell, ...] = ()
     track_train: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -122,9 +124,18 @@ class SweepSpec:
         return self.pretrain_methods if self.kind.evaluates else self.methods
 
     @property
+    def compared_methods(self) -> tuple[str, ...]:
+        """Every encoder the SSL tracks start from: the methods pretrained here, then the entries pretrained elsewhere."""
+        return self.pretrain_methods + tuple(e.name for e in self.pretrained)
+
+    def external(self, method: str) -> PretrainedEntry | None:
+        """The `pretrained:` entry of that name (None for a method pretrained here, or no method)."""
+        return next((e for e in self.pretrained if e.name == method), None)
+
+    @property
     def needs_pretraining(self) -> bool:
-        """True when some cell starts from an SSL encoder."""
-        return any(TRACKS[c.track].init == "ssl" for c in self.cells)
+        """True when some cell starts from an SSL encoder that this project pretrains."""
+        return any(TRACKS[c.track].init == "ssl" and c.method in self.pretrain_methods for c in self.cells)
 
     @property
     def searched_cells(self) -> tuple[Cell, ...]:
@@ -139,6 +150,9 @@ class SweepSpec:
         """What a cell trains with at every seed, as FinetuneConfig settings: the sweep's train, its track's own,
         the cell's labelled subset and BatchNorm protocol. Each trial adds its data, seed and pretrained encoder."""
         own = {**self.train, **self.track_train.get(cell.track, {})}
+        external = self.external(cell.method)
+        if external is not None:  # its own encoder, built with its kwargs from the checkpoint the runner publishes
+            own.update(encoder=external.encoder, encoder_width=0)
         return {**own, "task": self.task, "track": cell.track, "fraction": cell.fraction or 1.0,
                 # the cell's key is N labelled in all; the trial draws N / classes records of each class
                 "n_per_class": (cell.n_labelled or 0) // n_classes(self.task),
@@ -196,11 +210,12 @@ def _resolve(name: str, scale: str, path: Path, raw: dict) -> SweepSpec:
         return SweepSpec(name, scale, path, methods=methods, **common)
     task, metric = merged.get("task", ""), merged.get("metric", "")
     n_classes(task)  # a known task
-    methods = _methods(merged.get("pretrain_methods", ["simclr"]))
-    cells = _cells(kind, merged, task, methods)
+    external = _pretrained(merged.get("pretrained") or [])
+    methods = _methods(merged.get("pretrain_methods", ["simclr"]), external)
+    cells = _cells(kind, merged, task, methods + tuple(e.name for e in external))
     track_train = merged.get("track_train") or {}
     spec = SweepSpec(name, scale, path, task=task, metric=metric, cells=cells, track_train=track_train,
-                     pretrain_methods=methods, **common)
+                     pretrain_methods=methods, pretrained=external, **common)
     _check_cells(spec)
     unknown_tt = sorted(set(track_train) - {c.track for c in cells})
     if unknown_tt:
@@ -217,9 +232,10 @@ def _check_cells(spec: SweepSpec) -> None:
     for cell in spec.cells:
         cfg = spec.finetune_config(cell)
         check_preset(cfg.spec.augment, spec.task)  # rhythm tasks refuse views that change heart rate
-        if (cfg.encoder, cfg.encoder_width, cfg.head, cfg.spec.init) not in named:
-            check_finetune(cfg)  # encoder (registered or plug-in) and head resolve before Ray starts
-            named.add((cfg.encoder, cfg.encoder_width, cfg.head, cfg.spec.init))
+        own = spec.external(cell.method) is None  # an entry's encoder is built with its kwargs when it loads
+        if (cfg.encoder, cfg.encoder_width, cfg.head, cfg.spec.init, own) not in named:
+            check_finetune(cfg, own)  # encoder (registered or plug-in) and head resolve before Ray starts
+            named.add((cfg.encoder, cfg.encoder_width, cfg.head, cfg.spec.init, own))
 
 
 def _renamed_keys(raw: dict, scales: dict) -> None:
@@ -230,12 +246,13 @@ def _renamed_keys(raw: dict, scales: dict) -> None:
                               f"[{where['pretrain_method']}]")
 
 
-def _methods(raw: Any) -> tuple[str, ...]:
-    """pretrain_methods: a non-empty list of SSL methods without repeats (ssrl.ssl.METHODS)."""
+def _methods(raw: Any, external: tuple[PretrainedEntry, ...] = ()) -> tuple[str, ...]:
+    """pretrain_methods: a list of SSL methods without repeats (ssrl.ssl.METHODS); empty only beside `pretrained:`."""
     from ssrl.ssl import METHODS  # torch: imported only once a sweep file is read
 
-    if isinstance(raw, str) or not isinstance(raw, list) or not raw:
-        raise ConfigError(f"pretrain_methods={raw!r} must be a non-empty list, e.g. [simclr, masked]")
+    if isinstance(raw, str) or not isinstance(raw, list) or not (raw or external):
+        raise ConfigError(f"pretrain_methods={raw!r} must be a list, e.g. [simclr, masked], non-empty unless "
+                          "`pretrained:` names encoders pretrained elsewhere")
     methods = tuple(str(m) for m in raw)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -243,7 +260,25 @@ def _methods(raw: Any) -> tuple[str, ...]:
                           "or a plug-in 'package.module:Class'")
     if len(set(methods)) != len(methods):
         raise ConfigError(f"pretrain_methods {list(methods)} repeats a method")
+    clash = sorted({e.name for e in external} & (set(methods) | set(METHODS)))
+    if clash:
+        raise ConfigError(f"pretrained name(s) {clash} are names of SSL methods; name the entries otherwise")
     return methods
+
+
+def _pretrained(raw: Any) -> tuple[PretrainedEntry, ...]:
+    """`pretrained:`: encoders pretrained elsewhere, each checked field by field (the files load before Ray)."""
+    from ssrl.train.external import lead_index  # torch: imported only once a sweep file is read
+
+    if not isinstance(raw, list):
+        raise ConfigError(f"pretrained={raw!r} must be a list of entries {{name, encoder, weights, ...}}")
+    entries = tuple(PretrainedEntry.from_raw(r) for r in raw)
+    names = [e.name for e in entries]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"pretrained names {names} repeat a name")
+    for e in entries:
+        lead_index(e.leads, f"pretrained {e.name}")
+    return entries
 
 
 def _search(raw: dict, train: dict, track_train: dict) -> Search:

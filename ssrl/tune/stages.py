@@ -272,6 +272,31 @@ def _publish(ckpt: tune.Checkpoint, uri: str, metrics: dict) -> None:
         f.write(b"ok\n")
 
 
+def publish_external(storage: str, loaded: Any) -> str:
+    """An encoder pretrained elsewhere (ssrl.train.external.LoadedExternal) as a published pretraining:
+    <storage>/pretrained/external-<name>-<key>/encoder_best.pt with its input contract, DONE last; fine-tuning
+    trials on any node fetch it as they fetch a pretraining. The key hashes the file's sha256, the encoder and
+    the contract, so a changed file or contract is published afresh and an unchanged one reused."""
+    from ssrl.train import HANDED_ON
+    from ssrl.train.external import save_external
+
+    record = loaded.record()
+    blob = json.dumps({k: v for k, v in record.items() if k != "weights"}, sort_keys=True)
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", record["name"])
+    uri = _join(storage, "pretrained", f"external-{safe}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}")
+    if published(uri):
+        return uri
+    fs, path = _fs(uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        save_external(Path(tmp) / HANDED_ON, loaded)
+        (Path(tmp) / "metrics.json").write_text(json.dumps({"sha256": record["sha256"]}))
+        fs.create_dir(path, recursive=True)
+        pafs.copy_files(tmp, path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+    with fs.open_output_stream(_join(path, "DONE")) as f:
+        f.write(b"ok\n")
+    return uri
+
+
 def _resources(ctx: Context) -> dict[str, float]:
     return {"cpu": ctx.cpus, "gpu": ctx.gpus}
 
@@ -279,11 +304,13 @@ def _resources(ctx: Context) -> dict[str, float]:
 def cell_config(ctx: Context, spec: SweepSpec, cell: Cell, pretrained: dict[str, str], stage: str) -> dict[str, Any]:
     """The trial config of one comparison group at a stage: everything but the seed and the search knobs."""
     ssl = TRACKS[cell.track].init == "ssl"
+    external = spec.external(cell.method)
     training = {**spec.training(cell), "data_root": ctx.dataset.root, "sampling_rate": ctx.dataset.sampling_rate}
     meta = TrialMeta(sweep=spec.name, stage=stage, group=cell.group, track=cell.track, fraction=cell.fraction,
                      n_labelled=cell.n_labelled, method=cell.method, dataset=ctx.dataset.name,
                      dataset_fingerprint=ctx.dataset.fingerprint,
                      pretrained_uri=pretrained.get(cell.method, "") if ssl else "",
+                     weights_sha256=external.sha256 if ssl and external is not None else "",
                      checkpoint_every=spec.resources.checkpoint_every)
     return trial_space(training, meta, cell.group)
 

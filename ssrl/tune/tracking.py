@@ -148,6 +148,7 @@ def trial_tags(config: dict[str, Any], stage: str) -> dict[str, str]:
         "sweep": meta.sweep, "stage": stage, "track": meta.method if stage == "pretrain" else meta.track,
         "fraction": meta.fraction, "n_labelled": meta.n_labelled, "seed": training.get("seed"), "group": meta.group,
         "dataset": meta.dataset, "dataset_fingerprint": meta.dataset_fingerprint, "method": meta.method,
+        "weights_sha256": meta.weights_sha256,
     }
     if stage == "search":  # what drew this trial's lr and weight decay
         from ssrl.tune.search import STARTUP_TRIALS

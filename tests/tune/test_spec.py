@@ -94,7 +94,7 @@ def test_ssl_tracks_run_once_per_pretraining_method(edited_sweeps):
 
 
 @pytest.mark.parametrize(("value", "msg"), [
-    ("simclr", "must be a non-empty list"), ([], "must be a non-empty list"),
+    ("simclr", "must be a list"), ([], "non-empty unless `pretrained:`"),
     (["simclr", "mae"], r"unknown method\(s\) \['mae'\]"), (["simclr", "simclr"], "repeats")])
 def test_pretrain_methods_are_checked_when_the_file_is_read(edited_sweeps, value, msg):
     with pytest.raises(SweepError, match=msg):
