@@ -131,3 +131,27 @@ class _RunsCode:
 
     def __reduce__(self):
         return print, ("this ran",)
+
+
+def test_fewshot_smoke_runs_external_encoders_alone_paired_with_scratch(edited_sweeps, weights, ray_session,
+                                                                         synth_root, tmp_path):
+    """The few-shot benchmark with only encoders pretrained elsewhere (no pretraining stage): fine-tuned
+    (`ssl`) and as frozen embeddings beside the heart-rate features (`hybrid`), every cell on the same seeds
+    and subsets as `scratch`, paired with it and with each other, the files' sha256 in results.json."""
+    from ssrl.tune.runner import LaunchOptions, run_sweep
+
+    conditions = [{"track": "scratch", "n": 10}, {"track": "ssl", "n": 10}, {"track": "hybrid", "n": 10}]
+    sweeps = edited_sweeps(fewshot={"scales.smoke.pretrain_methods": [], "pretrained": _entries(weights),
+                                    "scales.smoke.conditions": conditions})
+    out = tmp_path / "runs"
+    res = run_sweep(LaunchOptions(sweep="fewshot", scale="smoke", data_root=str(synth_root), out=str(out),
+                                  storage=str(tmp_path / "storage"), sweeps_dir=str(sweeps), max_concurrent=2))
+    assert res["n_failed"] == 0 and res["n_skipped"] == 0
+    sha = {k: hashlib.sha256(p.read_bytes()).hexdigest() for k, p in weights.items()}
+    assert [(e["name"], e["sha256"]) for e in res["pretrained"]] == [("fm_st", sha["st"]), ("fm_pt", sha["pt"])]
+    cells = {(c["track"], c.get("method")): c for c in res["cells"]}
+    assert set(cells) == {("scratch", None)} | {(t, m) for t in ("ssl", "hybrid") for m in ("fm_st", "fm_pt")}
+    assert all(c["seeds"] == [42, 52] for c in cells.values())
+    for m in ("fm_st", "fm_pt"):
+        assert cells["ssl", m]["vs_scratch"]["n_pairs"] == 2
+    assert {k: d["n_pairs"] for k, d in cells["ssl", "fm_pt"]["between_methods"].items()} == {"fm_st": 2}
