@@ -109,7 +109,7 @@ def n_labelled_used(obj: dict) -> int | list[int] | None:
     """The labelled records a row trained on (a cell's: one number, or [min, max] when its seeds differ).
 
     ``n_labelled_used``; a file written before that field had its name holds the count as ``n_labelled``,
-    which is now a few-shot cell's key N only (a class with fewer records than N / classes realises less).
+    which is now a few-shot cell's key N only (cells are matched by it, never by what their seeds report).
     """
     return obj["n_labelled_used"] if "n_labelled_used" in obj else obj.get("n_labelled")
 

@@ -276,8 +276,8 @@ def test_frozen_ssl_tracks_are_compared_with_the_frozen_random_control():
 
 
 def test_a_fewshot_cell_keeps_its_n_when_a_class_is_short():
-    """A scratch trial realising 65 of N = 70 (a class with 13 records) stays in the N = 70 cell and pairs with
-    the cells there; the cell reports what it trained on apart: one number when its seeds agree, else [min, max]."""
+    """Trials reporting 65 labelled records in the N = 70 cell stay there and pair with the cells there; the cell
+    reports what it trained on apart: one number when its seeds agree, else [min, max]."""
     from ssrl.kinds import kind_of
     from ssrl.report.tables import results_markdown
 
