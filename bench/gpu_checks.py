@@ -120,7 +120,7 @@ def finetune_same_seed(ctx: Ctx) -> dict:
     same = json.dumps(runs[0], sort_keys=True) == json.dumps(runs[1], sort_keys=True)  # NaN equals NaN here
     assert same, "same seed, different numbers"
     return {"precision": finals[0]["precision"], "test_macro_auroc": round(finals[0]["test_macro_auroc"], 4),
-            "n_labelled": finals[0]["n_labelled"]}
+            "n_labelled_used": finals[0]["n_labelled_used"]}
 
 
 def pretrain_then_probe(ctx: Ctx) -> dict:

@@ -87,7 +87,7 @@ def _row(job: dict, start: float, end: float, stamps: list[float], error: str | 
          peak_mib: float | None, result: dict) -> dict:
     """A job's result row: timings from the epoch time stamps, and the result's headline numbers."""
     epoch_s = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else None
-    keep = ("test_macro_auroc", "best_epoch", "epochs_run", "n_labelled", "precision", "n_pool", "best_probe_score")
+    keep = ("test_macro_auroc", "best_epoch", "epochs_run", "n_labelled_used", "precision", "n_pool", "best_probe_score")
     return {"name": job["name"], "kind": job["kind"], "group": job["group"], "start": start, "end": end,
             "wall_s": end - start, "epochs": len(stamps), "epoch_s": epoch_s,
             "setup_s": max(0.0, stamps[0] - start - (epoch_s or 0.0)) if stamps else None,

@@ -67,7 +67,7 @@ def _pretrain_summary(r: dict) -> dict:
 def _finetune_summary(ok: list[dict]) -> dict:
     """Span, labelled records trained per second, and mean test AUROC per track of the finished fine-tuning jobs."""
     span = max((r["end"] for r in ok), default=0.0) - min((r["start"] for r in ok), default=0.0)
-    seen = sum(r["result"].get("n_labelled", 0) * r["result"].get("epochs_run", 0) for r in ok)
+    seen = sum(r["result"].get("n_labelled_used", 0) * r["result"].get("epochs_run", 0) for r in ok)
     by_track: dict[str, list[float]] = {}
     for r in ok:
         by_track.setdefault(r["group"].split("@")[0], []).append(r["result"].get("test_macro_auroc", math.nan))

@@ -11,7 +11,8 @@ prose of every section that holds a block: a signed difference (``+0.045``) or a
 
 A results file written by an older version of the statistics (``stats_version``) has its cells' statistics
 recomputed here from its per-seed values, with the same code the runner uses; the table says so, and
-``restat`` rewrites the file so.
+``restat`` rewrites the file so. A file from before the realised labelled count was ``n_labelled_used`` holds it
+as ``n_labelled``: tables read it there (ssrl.report.stats.n_labelled_used), and ``restat`` renames it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 
 from ssrl.kinds import kind_of
 from ssrl.report.io import write_json_atomic, write_text_atomic
-from ssrl.report.stats import STATS_VERSION, collapse_counts, holm_account
+from ssrl.report.stats import STATS_VERSION, collapse_counts, holm_account, n_labelled_used
 from ssrl.report.tables import results_markdown
 
 BLOCK = re.compile(r"(<!-- generated: (?P<path>[^ ]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.S)
@@ -41,6 +42,12 @@ def load_results(path: Path) -> dict[str, Any]:
     results = json.loads(Path(path).read_text())
     if results.get("stats_version") == STATS_VERSION:
         return results
+    return {**rebuilt(results, path), "recomputed": True}
+
+
+def rebuilt(results: dict[str, Any], path: Path) -> dict[str, Any]:
+    """results with its cells rebuilt from its own per-seed values by today's code (statistics and field names);
+    a ValueError when a cell's mean does not come out as the file says."""
     kind = kind_of(results["sweep"])
     cells = kind.cells(rows_of(results), results["metric"], methods_of(results))
     before = {cell_key(c, kind.cell_keys): c.get("mean") for c in results["cells"]}
@@ -49,17 +56,30 @@ def load_results(path: Path) -> dict[str, Any]:
         if (old is None) != (c["mean"] is None) or (old is not None and abs(old - c["mean"]) > TOLERANCE_RECOMPUTED):
             raise ValueError(f"{path}: cell {cell_key(c, kind.cell_keys)} recomputes to mean {c['mean']}, "
                              f"the file says {old}; the file is inconsistent")
-    return {**results, "cells": cells, "multiplicity": holm_account(cells), "stats_version": STATS_VERSION,
-            "recomputed": True}
+    return {**results, "cells": cells, "multiplicity": holm_account(cells), "stats_version": STATS_VERSION}
+
+
+def old_names(results: dict[str, Any]) -> bool:
+    """Whether a results file holds its realised labelled counts as ``n_labelled`` (written before they were
+    ``n_labelled_used``: every cell built since carries that field)."""
+    return any("n_labelled_used" not in c for c in results["cells"])
 
 
 def rows_of(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The per-seed rows a results file's cells were built from (failed seeds as failed rows)."""
+    """The per-seed rows a results file's cells were built from (failed seeds as failed rows), under today's names:
+    a row of an older file gets its realised count as ``n_labelled_used`` (per seed where the file kept it, else
+    its cell's), and ``n_labelled`` only where that is the cell's key."""
     keys_of = kind_of(results["sweep"]).cell_keys
     rows = []
     for cell in results["cells"]:
         keys = {k: cell.get(k) for k in keys_of}
-        rows += [{**keys, **r, "status": "ok"} for r in cell.get("per_seed", [])]
+        for r in cell.get("per_seed", []):
+            row = {**keys, **r, "status": "ok"}
+            if "n_labelled_used" not in cell:  # an older file (old_names)
+                row["n_labelled_used"] = n_labelled_used({**cell, **r})
+                if "n_labelled" not in keys_of:
+                    row.pop("n_labelled", None)
+            rows.append(row)
         rows += [{**keys, "seed": f["seed"], "status": "failed", "error": f["error"]} for f in cell.get("failed", [])]
     return rows
 
@@ -87,14 +107,16 @@ def markdown(path: Path) -> str:
 
 
 def restat(path: Path) -> bool:
-    """Rewrite a results file with today's statistics from its own per-seed values; False if already current.
+    """Rewrite a results file with today's statistics and field names from its own per-seed values; False if
+    already current.
 
-    Only the cells, the multiplicity account and the version change; every per-seed value stays as it was
-    (load_results checks that every cell mean agrees). The file is replaced atomically."""
-    results = load_results(path)
-    if not results.pop("recomputed", False):
+    Only the cells, the multiplicity account and the version change; every per-seed value stays as it was, the
+    realised labelled count of an older file moving from ``n_labelled`` to ``n_labelled_used`` (rebuilt checks
+    that every cell mean agrees). The file is replaced atomically."""
+    results = json.loads(Path(path).read_text())
+    if results.get("stats_version") == STATS_VERSION and not old_names(results):
         return False
-    write_json_atomic(path, results)
+    write_json_atomic(path, rebuilt(results, path))
     return True
 
 
@@ -178,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     docs.add_argument("files", type=Path, nargs="+")
     docs.add_argument("--write", action="store_true", help="rewrite the generated blocks in place first")
     docs.add_argument("--root", type=Path, default=Path("."), help="where block paths start (default: .)")
-    re_ = sub.add_parser("restat", help="rewrite results files with today's statistics from their per-seed values")
+    re_ = sub.add_parser("restat", help="rewrite results files with today's statistics and field names from their per-seed values")
     re_.add_argument("files", type=Path, nargs="+")
     args = p.parse_args(argv)
     try:

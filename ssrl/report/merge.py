@@ -27,6 +27,7 @@ import numpy as np
 from ssrl.kinds import kind_of
 from ssrl.report.generate import cell_key, methods_of, rows_of
 from ssrl.report.io import write_bytes_atomic, write_json_atomic
+from ssrl.report.rescore import read_meta
 from ssrl.report.stats import STATS_VERSION, holm_account
 
 SAME = ("sweep", "metric")
@@ -113,7 +114,7 @@ def merge_predictions(paths: list[Path], dropped: list[set[tuple]] | None = None
         order = [where[int(e)] for e in first["ecg_id"]]
         if not np.array_equal(np.asarray(z["y"])[order], first["y"]):
             raise ValueError(f"{path}: its test labels differ from {paths[0]}'s")
-        trial_meta = json.loads(str(z["meta"]))
+        trial_meta = read_meta(z)  # every file under today's names, so the lists join trial by trial
         gone = dropped[i] if dropped else set()
         keep = [t for t in range(len(z["prob"])) if tuple(trial_meta[k][t] for k in cell_keys) not in gone]
         probs.append(np.asarray(z["prob"])[keep][:, order])

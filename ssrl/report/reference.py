@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ssrl.report.stats import n_labelled_used
 from ssrl.report.tables import NA, cell_label, fmt, fmt_ci, fmt_p
 
 # Reference claims (small CNN, 100 Hz, PTB-XL 1.0.1), docs/PROTOCOL.md section 14.
@@ -34,7 +35,7 @@ def scarcity_table(res: dict[str, Any]) -> str:
             f"{vs['mean_diff']:+.4f} {fmt_ci(vs.get('ci95'))}, {fmt_p(vs.get('p_value'))}")
         ref = REF_SCARCITY.get((cell["track"], round(cell["fraction"], 4)), "") if cell.get("method") in (
             None, "simclr") else ""  # the reference's SSL claims are SimCLR's
-        lines.append(f"| {cell['fraction']:.0%} | {cell_label(cell)} | {cell.get('n_labelled')} | {_pm(cell)} | {delta} | "
+        lines.append(f"| {cell['fraction']:.0%} | {cell_label(cell)} | {n_labelled_used(cell)} | {_pm(cell)} | {delta} | "
                      f"{len(cell['seeds'])} | {ref} |")
     return "\n".join(lines)
 

@@ -1,8 +1,9 @@
 """A sweep's test-fold probabilities in one file, and every cell re-scored from them.
 
 `<out>/<sweep>/predictions.npz` (written at the end of every scarcity and fewshot sweep) holds, per
-finished evaluation trial, its track, method, fraction or N, BatchNorm protocol and seed, and its
-test-fold class probabilities (float32, as the trial scored them) in one `ecg_id` order shared by all trials, with the labels.
+finished evaluation trial, its track, method, fraction or N, BatchNorm protocol, seed and how many labelled
+records it trained on (``n_labelled_used``), and its test-fold class probabilities (float32, as the trial scored
+them) in one `ecg_id` order shared by all trials, with the labels.
 Anyone can recompute the headline metric of every cell without re-running:
 
     python -m ssrl.report rescore docs/results/fewshot-ptbxl-predictions.npz --results docs/results/fewshot-ptbxl.json
@@ -29,7 +30,7 @@ from ssrl.kinds import kind_of_row
 from ssrl.report.io import write_bytes_atomic
 
 FILE_NAME = "predictions.npz"
-META = ("track", "method", "fraction", "n_labelled", "bn_stats", "seed")
+META = ("track", "method", "fraction", "n_labelled", "bn_stats", "seed", "n_labelled_used")
 TOLERANCE = 1e-9  # |re-scored - reported|, per seed: the same probabilities through the same sklearn call
 
 
@@ -57,6 +58,16 @@ def write_predictions(path: Path, metric: str, trials: list[dict[str, Any]]) -> 
     return write_bytes_atomic(path, buf.getvalue())
 
 
+def read_meta(z: Any) -> dict[str, list]:
+    """A predictions file's per-trial META lists; a file written before ``n_labelled_used`` holds that realised
+    count as ``n_labelled``, which stays only where it is the cell's key (a trial without a fraction)."""
+    meta = json.loads(str(z["meta"]))
+    if "n_labelled_used" not in meta:
+        meta["n_labelled_used"] = list(meta["n_labelled"])
+        meta["n_labelled"] = [n if f is None else None for n, f in zip(meta["n_labelled"], meta["fraction"])]
+    return meta
+
+
 def _score(metric: str, y: np.ndarray, prob: np.ndarray) -> float:
     """The headline metric of one trial from its test probabilities."""
     if metric == "test_macro_auroc":
@@ -74,7 +85,7 @@ def _score(metric: str, y: np.ndarray, prob: np.ndarray) -> float:
 def rescore(path: Path) -> tuple[str, list[dict[str, Any]]]:
     """(metric, one row per trial with the META keys and the re-scored metric)."""
     with np.load(path, allow_pickle=False) as z:
-        metric, meta = str(z["metric"]), json.loads(str(z["meta"]))
+        metric, meta = str(z["metric"]), read_meta(z)
         y, prob = z["y"], z["prob"]
     rows = []
     for i in range(len(prob)):

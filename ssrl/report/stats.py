@@ -105,6 +105,15 @@ def _mean_or_none(values: list) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+def n_labelled_used(obj: dict) -> int | list[int] | None:
+    """The labelled records a row trained on (a cell's: one number, or [min, max] when its seeds differ).
+
+    ``n_labelled_used``; a file written before that field had its name holds the count as ``n_labelled``,
+    which is now a few-shot cell's key N only (cells are matched by it, never by what their seeds report).
+    """
+    return obj["n_labelled_used"] if "n_labelled_used" in obj else obj.get("n_labelled")
+
+
 def _is_ok(row: dict, metric: str) -> tuple[bool, str | None]:
     """Whether a row counts in the statistics, and the error to list if it does not."""
     if row.get("status", "ok") != "ok":
@@ -158,13 +167,13 @@ def _cell(keys: dict[str, Any], rows: list[dict], metric: str, group_keys: set[s
     if dup:
         raise ValueError(f"cell {cell}: seeds {sorted(dup)} have more than one successful row")
     ok.sort(key=lambda r: _sort_key(r.get("seed")))
-    n_lab = sorted({r["n_labelled"] for r in ok if r.get("n_labelled") is not None})
+    used = sorted({n for n in map(n_labelled_used, ok) if n is not None})
     drop = group_keys | STATS_KEYS
     stats = summarize([float(r[metric]) for r in ok])
     collapsed = [bool(r["collapsed"]) for r in ok if r.get("collapsed") is not None]
     single = [bool(r["test_single_class"]) for r in ok if r.get("test_single_class") is not None]
     cell.update(
-        n_labelled=(n_lab[0] if len(n_lab) == 1 else [n_lab[0], n_lab[-1]]) if n_lab else None,
+        n_labelled_used=(used[0] if len(used) == 1 else [used[0], used[-1]]) if used else None,
         seeds=[r.get("seed") for r in ok],
         per_seed=[{k: v for k, v in r.items() if k not in drop} for r in ok],
         mean=stats["mean"],

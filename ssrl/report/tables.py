@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ssrl.report.stats import collapse_counts
+from ssrl.report.stats import collapse_counts, n_labelled_used
 
 NA = "n/a"
 ALPHA = 0.05  # significance after Holm's adjustment within the file's family
@@ -55,11 +55,12 @@ def _fmt_fraction(f: float) -> str:
     return f"{100 * f:g} %"
 
 
-def _fmt_n(n: int | list[int] | None) -> str:
-    """n labelled; a [min, max] pair when seeds drew different sizes."""
-    if n is None:
-        return NA
-    return f"{n[0]}-{n[1]}" if isinstance(n, list) else str(n)
+def _fmt_n(cell: dict) -> str:
+    """The labelled records a cell trained on ('min-max' when its seeds drew different sizes), with the few-shot
+    N it is keyed by where the two differ: '65 (N=70)'."""
+    used, key = n_labelled_used(cell), cell.get("n_labelled")
+    text = NA if used is None else f"{used[0]}-{used[1]}" if isinstance(used, list) else str(used)
+    return text if key is None or key == used else f"{text} (N={key})"
 
 
 def _vs_keys(cells: list[dict], results: dict) -> list[str]:
@@ -104,7 +105,7 @@ def _row(cell: dict, vs: list[str], has_fraction: bool, has_bn: bool = False) ->
     if has_fraction:
         frac = cell.get("fraction")
         row += [NA if frac is None else _fmt_fraction(frac)]
-    row += [_fmt_n(cell.get("n_labelled")), str(cell.get("n", len(cell.get("seeds", []))))]
+    row += [_fmt_n(cell), str(cell.get("n", len(cell.get("seeds", []))))]
     mean, std = cell.get("mean"), cell.get("std")
     row += [NA if mean is None else f"{fmt(mean)} ± {fmt(std)}", fmt_ci(cell.get("ci95"))]
     row += ["—" if cell.get(k) is None else fmt_contrast(cell[k]) for k in vs]  # —: the baseline itself, or none

@@ -215,7 +215,7 @@ def finish(run: Run, best: dict | None, out_dir: Path | None) -> dict:
         run.refresh_bn()
     train_y = run.labels.split("train").y
     out = evaluate(run.cfg, run.net, run.labels, run.sources[1:], train_y, out_dir, run.data, run.precision)
-    out.update(precision=run.precision, n_labelled=len(run.pick), done=True,
+    out.update(precision=run.precision, n_labelled_used=len(run.pick), done=True,
                bn_stats=run.cfg.bn_stats_applied)
     return out
 

@@ -64,13 +64,13 @@ def fit_control(cfg: FinetuneConfig, report: Report, out_dir: Path | None = None
     train_all, val, test = (labels.split(s) for s in ("train", "val", "test"))
     n_classes, row = len(labels.classes), {"epoch": 1, "precision": "fp32"}
     if cfg.spec.fit == "rule":  # no labels: not even the subset is drawn
-        n_labelled = 0
+        n_used = 0
         p_val, p_test = (np.eye(n_classes)[rule_predict(feature_table(data, s.rows), labels.classes)]
                          for s in (val, test))
     else:
         pick = select_subset(train_all, cfg)
         inputs = _inputs(cfg, data)
-        x_train, y_train, n_labelled = inputs(train_all.rows[pick]), train_all.y[pick], len(pick)
+        x_train, y_train, n_used = inputs(train_all.rows[pick]), train_all.y[pick], len(pick)
         x_val, x_test = inputs(val.rows), inputs(test.rows)
         model, p_val, c = _select(x_train, y_train, x_val, val.y, n_classes, cfg.seed)
         p_test = _proba(model, x_test, n_classes)
@@ -83,7 +83,7 @@ def fit_control(cfg: FinetuneConfig, report: Report, out_dir: Path | None = None
     if "logreg_c" in row:
         final["logreg_c"] = row["logreg_c"]
     final.update(val_score=score, test_single_class=int(classes_used(p_test) == 1), epoch=1, best_epoch=1,
-                 best_val_score=score, epochs_run=1, collapsed=None, n_labelled=n_labelled, precision="fp32",
+                 best_val_score=score, epochs_run=1, collapsed=None, n_labelled_used=n_used, precision="fp32",
                  bn_stats=cfg.bn_stats_applied, done=True)
     save_predictions(out_dir, cfg, labels, data, p_test)
     report(final)

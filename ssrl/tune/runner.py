@@ -333,7 +333,7 @@ def _row(result: Any, spec: SweepSpec) -> dict[str, Any]:
     if result.error is not None or not m.get("done"):
         return {**row, "status": "failed", "error": stages.error_line(result)}
     keep = {k: v for k, v in m.items() if k.startswith("test_") or k in (
-        "best_epoch", "collapsed", "best_val_score", "epochs_run", "n_labelled")}
+        "best_epoch", "collapsed", "best_val_score", "epochs_run", "n_labelled_used")}  # n_labelled: the cell's key
     keep["collapsed"] = bool(keep["collapsed"]) if "collapsed" in keep else None  # None: frozen, no verdict
     return {**row, **keep, "status": "ok", "lr": cfg.get("lr"), "weight_decay": cfg.get("weight_decay"),
             "precision": m.get("precision")}
@@ -403,7 +403,8 @@ def _log_summaries(tracker: Tracker, results: dict[str, Any]) -> None:
                    "best_epoch_mean": cell.get("best_epoch_mean"),
                    "n_seeds": len(cell.get("seeds", [])), "n_failed": cell.get("n_failed", 0)}
         tags = {"track": cell["track"], "fraction": cell.get("fraction"), "n_labelled": cell.get("n_labelled"),
-                "group": group, "metric": results["metric"], "method": cell.get("method")}
+                "n_labelled_used": cell.get("n_labelled_used"), "group": group, "metric": results["metric"],
+                "method": cell.get("method")}
         tracker.summary(f"summary/{group}", f"summary-{group}", tags, {k: v for k, v in metrics.items() if v is not None})
 
 

@@ -142,7 +142,7 @@ def trial_params(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def trial_tags(config: dict[str, Any], stage: str) -> dict[str, str]:
-    """The tags of a trial run, from its meta (n_labelled of a fraction arrives with the result)."""
+    """The tags of a trial run, from its meta (n_labelled_used, what it trained on, arrives with the result)."""
     training, meta = split(config)
     tags = {
         "sweep": meta.sweep, "stage": stage, "track": meta.method if stage == "pretrain" else meta.track,
@@ -289,8 +289,8 @@ class TrialLogger(Callback):
         self.tracker, self.stage = tracker, stage
         self._runs: dict[str, str | None] = {}
         self._last_step: dict[str, int] = {}
-        self._group_n: dict[str, str] = {}  # group -> n_labelled, learnt from finished trials
-        self._missing_n: dict[str, str] = {}  # run id -> group, runs that ended without n_labelled
+        self._group_n: dict[str, str] = {}  # group -> n_labelled_used, learnt from finished trials
+        self._missing_n: dict[str, str] = {}  # run id -> group, runs that ended without n_labelled_used
         self._precision: set[str] = set()  # trials whose precision is tagged
 
     def __getstate__(self) -> dict[str, Any]:
@@ -342,10 +342,10 @@ class TrialLogger(Callback):
         if result.get("done"):  # the final report: everything but the per-epoch history
             final = {k: v for k, v in result.items() if k not in EPOCH_METRICS}
             self._safe("log", self.tracker.log, run_id, final, step)
-            if "n_labelled" in result:
-                n = str(int(result["n_labelled"]))
+            if "n_labelled_used" in result:  # n_labelled, the few-shot cell's N, is a tag from its meta
+                n = str(int(result["n_labelled_used"]))
                 self._group_n[split(trial.config)[1].group] = n
-                self._safe("tag", self.tracker.set_tags, run_id, {"n_labelled": n})
+                self._safe("tag", self.tracker.set_tags, run_id, {"n_labelled_used": n})
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         """End the run FINISHED, also when a scheduler stopped the trial early."""
@@ -354,7 +354,7 @@ class TrialLogger(Callback):
             return
         done = bool((getattr(trial, "last_result", None) or {}).get("done"))
         self._safe("end run", self.tracker.finish, run_id, "FINISHED", end="completed" if done else "stopped")
-        if not done and "n_labelled" not in trial_tags(trial.config, self.stage):
+        if not done:
             self._missing_n[run_id] = split(trial.config)[1].group
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -364,10 +364,10 @@ class TrialLogger(Callback):
             self._safe("end run", self.tracker.finish, run_id, "FAILED", end="failed", error=error_text(trial))
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        """Stopped trials of a fraction never learnt n_labelled; a finished trial of their group did."""
+        """Stopped trials never learnt n_labelled_used; a finished trial of their group did."""
         for run_id, group in self._missing_n.items():
             if group in self._group_n:
-                self._safe("tag", self.tracker.set_tags, run_id, {"n_labelled": self._group_n[group]})
+                self._safe("tag", self.tracker.set_tags, run_id, {"n_labelled_used": self._group_n[group]})
         self._missing_n.clear()
 
 

@@ -25,7 +25,7 @@ def _run(tmp_path: Path, name: str, tracks: list[tuple[str, int]], shuffle: int 
     for track, n in tracks:
         for seed in (42, 52):
             prob = rng.dirichlet(np.ones(5), len(ECG_IDS))
-            row = {"track": track, "method": None, "n_labelled": n, "seed": seed, "status": "ok",
+            row = {"track": track, "method": None, "n_labelled": n, "n_labelled_used": n, "seed": seed, "status": "ok",
                    "bn_stats": "precise" if track == "scratch" else None,
                    "collapsed": False if track == "scratch" else None, "test_macro_f1": _score("test_macro_f1", y, prob)}
             rows.append(row)
@@ -84,3 +84,32 @@ def test_replace_takes_a_re_run_cell_from_the_later_run(tmp_path):
     assert res["merged_from"][0]["replaced"] == [["hrv_logreg", None, 70, None]] and res["n_runs"] == 4
     metric, rows = rescore(tmp_path / "m-predictions.npz")
     assert len(rows) == 4 and compare(rows, res, metric) == []  # the earlier run's hrv trials are gone
+
+
+def _as_old(results: Path, predictions: Path) -> None:
+    """Rewrite a run as one written before n_labelled_used: the realised count only as n_labelled."""
+    res = json.loads(results.read_text())
+    for cell in res["cells"]:
+        cell.pop("n_labelled_used")
+        for r in cell["per_seed"]:
+            r.pop("n_labelled_used", None)
+    results.write_text(json.dumps(res))
+    with np.load(predictions, allow_pickle=False) as z:
+        parts = {k: z[k] for k in z.files}
+    meta = json.loads(str(parts["meta"]))
+    del meta["n_labelled_used"]
+    np.savez_compressed(predictions, **{**parts, "meta": np.asarray(json.dumps(meta))})
+
+
+def test_a_run_from_before_n_labelled_used_merges_with_a_new_one(tmp_path):
+    a = _run(tmp_path, "old", [("scratch", 70)])
+    b = _run(tmp_path, "new", [("hrv_logreg", 70)])
+    _as_old(*a)
+    out = tmp_path / "merged.json"
+    assert main([str(a[0]), str(b[0]), "--predictions", str(a[1]), str(b[1]), "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert [(c["track"], c["n_labelled"], c["n_labelled_used"]) for c in res["cells"]] == [
+        ("scratch", 70, 70), ("hrv_logreg", 70, 70)]
+    assert all(r["n_labelled_used"] == 70 for c in res["cells"] for r in c["per_seed"])
+    metric, rows = rescore(tmp_path / "merged-predictions.npz")
+    assert [r["n_labelled_used"] for r in rows] == [70] * 4 and compare(rows, res, metric) == []

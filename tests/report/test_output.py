@@ -53,7 +53,7 @@ def _fewshot():
                                ("ssl_noaug", 70, [(0.3, 5), (0.32, 9), (0.31, 4)]),
                                ("balanced_n300", 300, [(0.4, 8)])]
             for s, (v, e) in zip((42, 52, 62), vals)]
-    cells = add_paired_vs(build_cells(rows, "macro_f1", ("track",)), "macro_f1", "scratch_noaug")
+    cells = add_paired_vs(build_cells(rows, "macro_f1", ("track", "n_labelled")), "macro_f1", "scratch_noaug")
     return {"sweep": "fewshot", "metric": "macro_f1", "baseline_track": "scratch_noaug",
             "trivial_baseline": {"name": "always SR", "value": 0.181}, "cells": cells}
 

@@ -69,7 +69,7 @@ def test_paired_difference_degenerate_no_warnings():
 
 
 def _row(track, frac, seed, auc, best_epoch=5, collapsed=False, status="ok", error=None):
-    return {"track": track, "fraction": frac, "n_labelled": int(1700 * frac), "seed": seed,
+    return {"track": track, "fraction": frac, "n_labelled_used": int(1700 * frac), "seed": seed,
             "test_macro_auroc": auc, "best_epoch": best_epoch, "collapsed": collapsed,
             "status": status, "error": error}
 
@@ -87,7 +87,7 @@ def test_build_cells_and_paired_vs():
     assert [(c["track"], c["fraction"]) for c in cells] == [
         ("ssl_finetune", 0.1), ("ssl_finetune", 1.0), ("supervised", 0.1), ("supervised", 1.0)]
     sup = cells[2]
-    assert sup["seeds"] == [42, 52, 62] and sup["n_labelled"] == 170
+    assert sup["seeds"] == [42, 52, 62] and sup["n_labelled_used"] == 170 and "n_labelled" not in sup
     assert sup["mean"] == pytest.approx(0.85) and sup["std"] == pytest.approx(0.02)
     assert sup["collapse_rate"] == 0.0 and sup["n_failed"] == 0 and sup["failed"] == []
     assert [r["seed"] for r in sup["per_seed"]] == [42, 52, 62]
@@ -273,3 +273,34 @@ def test_frozen_ssl_tracks_are_compared_with_the_frozen_random_control():
     assert cells["ssl_frozen"]["vs_random_frozen"]["mean_diff"] == pytest.approx(
         statistics.mean([0.78 - 0.70, 0.79 - 0.74, 0.77 - 0.71]))
     assert not any("vs_random_frozen" in cells[t] for t in ("supervised", "ssl_finetune", "random_frozen"))
+
+
+def test_a_fewshot_cell_keeps_its_n_when_a_class_is_short():
+    """Trials reporting 65 labelled records in the N = 70 cell stay there and pair with the cells there; the cell
+    reports what it trained on apart: one number when its seeds agree, else [min, max]."""
+    from ssrl.kinds import kind_of
+    from ssrl.report.tables import results_markdown
+
+    used = {("scratch", 70, 42): 65, ("scratch", 70, 52): 65, ("scratch", 70, 62): 65, ("ssl", 70, 42): 65}
+    rows = [{**r, "n_labelled_used": used.get((r["track"], r["n_labelled"], r["seed"]), r["n_labelled"])}
+            for r in FEWSHOT_ROWS if r["bn_stats"] == "precise"]
+    cells = kind_of("fewshot").cells(rows, "test_macro_f1", [])
+    by = {(c["track"], c["n_labelled"]): c for c in cells}
+    scratch, ssl = by[("scratch", 70)], by[("ssl", 70)]
+    assert scratch["n_labelled_used"] == 65 and ssl["n_labelled_used"] == [65, 70]
+    assert [r["n_labelled_used"] for r in scratch["per_seed"]] == [65, 65, 65]
+    assert ssl["vs_scratch"]["n_pairs"] == 3  # matched by the key N, not by what each cell realised
+    assert by[("scratch", 300)]["n_labelled_used"] == 300
+    md = results_markdown({"sweep": "fewshot", "metric": "test_macro_f1", "cells": cells})
+    assert "| 65 (N=70) " in md and "| 65-70 (N=70) " in md and "| 300 " in md
+
+
+def test_a_row_written_before_n_labelled_used_counts_its_n_labelled():
+    from ssrl.report.stats import n_labelled_used
+
+    assert n_labelled_used({"fraction": 0.1, "n_labelled": 171}) == 171  # an older file: the realised count
+    assert n_labelled_used({"n_labelled": 70, "n_labelled_used": 65}) == 65
+    assert n_labelled_used({"fraction": 0.1, "n_labelled_used": None}) is None
+    old = {k: v for k, v in _row("supervised", 0.1, 42, 0.8).items() if k != "n_labelled_used"}
+    (cell,) = build_cells([{**old, "n_labelled": 170}], "test_macro_auroc")
+    assert cell["n_labelled_used"] == 170 and "n_labelled" not in cell

@@ -45,7 +45,7 @@ def test_running_statistics_predict_one_class_precise_ones_several(ft_cfg):
         seen = []
         final = finetune(_fewshot(ft_cfg, bn_stats), seen.append)
         runs[bn_stats] = [r["val_classes_used"] for r in seen if "done" not in r]
-        assert final["n_labelled"] == 70 and final["bn_stats"] == bn_stats and final["precision"] == "fp32"
+        assert final["n_labelled_used"] == 70 and final["bn_stats"] == bn_stats and final["precision"] == "fp32"
     assert len(runs["running"]) == 2 and max(runs["running"]) <= 2, runs
     assert runs["precise"][1] >= 3, runs
 

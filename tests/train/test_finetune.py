@@ -176,7 +176,7 @@ def test_fewshot_single_label(ft_cfg, tmp_path, monkeypatch):
     (run,) = runs
     train, test = run.labels.split("train"), run.labels.split("test")
     assert run.labels.classes[0] == "SR" and len(run.labels.classes) == 5
-    assert final["n_labelled"] == 20 and np.bincount(train.y[run.pick], minlength=5).tolist() == [4] * 5
+    assert final["n_labelled_used"] == 20 and np.bincount(train.y[run.pick], minlength=5).tolist() == [4] * 5
     saved = np.load(tmp_path / "predictions.npz")
     y, pred = saved["y"], saved["prob"].argmax(1)
     assert np.array_equal(y, test.y) and saved["prob"].shape == (len(y), 5)
@@ -231,4 +231,4 @@ def test_frozen_head_sees_standardised_embeddings(ft_cfg, monkeypatch):
     final = finetune(ft_cfg(track="random_frozen", epochs=2, batch_size=10_000), lambda m: None)
     z = seen["first"]  # the whole labelled subset in one batch
     assert z.mean(0).abs().max() < 1e-3 and (z.std(0) - 1).abs().max() < 1e-2
-    assert final["n_labelled"] == len(z)
+    assert final["n_labelled_used"] == len(z)

@@ -42,7 +42,7 @@ def test_logreg_control_runs_on_the_few_shot_subset(ft_cfg):
     seen = []
     final = finetune(ft_cfg(task="rhythm5", track="hrv_logreg", n_per_class=14), seen.append)
     assert [r.get("epoch") for r in seen] == [1, 1] and seen[-1] is final and final["done"]
-    assert final["n_labelled"] == 70 and final["collapsed"] is None and "train_loss" in seen[0]
+    assert final["n_labelled_used"] == 70 and final["collapsed"] is None and "train_loss" in seen[0]
     assert final["test_macro_f1"] > final["test_trivial_macro_f1"] + 0.1  # rate and RR carry these labels
     assert finetune(ft_cfg(task="rhythm5", track="hrv_logreg", n_per_class=14), lambda m: None) == final
 
@@ -54,7 +54,7 @@ def test_rule_uses_no_labels(ft_cfg, synth_root, cache_dir):
     seen = []
     a = finetune(ft_cfg(task="rhythm5", track="hr_rule", seed=1), seen.append)
     b = finetune(ft_cfg(task="rhythm5", track="hr_rule", seed=2, n_per_class=14), lambda m: None)
-    assert a["n_labelled"] == 0 and a == b and "train_loss" not in seen[0]
+    assert a["n_labelled_used"] == 0 and a == b and "train_loss" not in seen[0]
     data = open_ptbxl(synth_root, 100, cache_dir)
     labels = task_labels(data, "rhythm5")
     test = labels.split("test")
@@ -83,7 +83,7 @@ def test_hybrid_joins_the_features_to_the_embedding(track, ft_cfg, pretrained_ck
     from ssrl.train.common import build_track_encoder
 
     out_dim = build_track_encoder(ft_cfg(task="rhythm5", track=track, **extra)).out_dim
-    assert widths == [(70, len(FEATURES) + out_dim)] * len(C_GRID) and final["n_labelled"] == 70 and final["done"]
+    assert widths == [(70, len(FEATURES) + out_dim)] * len(C_GRID) and final["n_labelled_used"] == 70 and final["done"]
 
 
 def test_logreg_strength_is_chosen_on_the_validation_fold(ft_cfg, monkeypatch):

@@ -54,7 +54,7 @@ def test_scarcity_results_cover_every_track_fraction_and_seed(smoke_runs):
             assert cell["between_methods"]["simclr"]["n_pairs"] == len(spec.seeds)
     # paired subsets: every track saw the same number of labels at a fraction
     for f in {f for _, _, f in cells}:
-        assert len({c["n_labelled"] for (_, _, ff), c in cells.items() if ff == f}) == 1
+        assert len({c["n_labelled_used"] for (_, _, ff), c in cells.items() if ff == f}) == 1
     assert res["pretraining"]["methods"] == ["simclr", "masked"]
     table = (smoke_runs.out / "scarcity" / "results.md").read_text()
     assert "| ssl_finetune[masked]" in table and "| ssl_frozen[simclr]" in table and "masked − simclr" in table
@@ -64,6 +64,7 @@ def test_scarcity_results_cover_every_track_fraction_and_seed(smoke_runs):
 def test_fewshot_results_search_then_seeds(smoke_runs):
     res = _load(smoke_runs, "fewshot")
     assert res["metric"] == "test_macro_f1"
+    assert all(c["n_labelled_used"] == c["n_labelled"] for c in res["cells"])  # N realised: classes hold N / 5
     assert {(c["track"], c.get("method"), c["n_labelled"], c.get("bn_stats")) for c in res["cells"]} == {
         ("scratch", None, 10, "precise"), ("scratch", None, 10, "running"), ("ssl", "simclr", 10, "precise"),
         ("ssl", "masked", 10, "precise"), ("hrv_logreg", None, 10, None), ("scratch", None, 20, "precise"),

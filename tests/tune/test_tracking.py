@@ -20,7 +20,7 @@ from ssrl.tune.meta import TrialMeta, trial_space
 from ssrl.tune.spec import Cell, load_sweep
 from ssrl.tune.tracking import Tracker, TrialLogger, connect, redact, scrub
 
-TRIAL_TAGS = ("sweep", "stage", "track", "n_labelled", "seed", "group", "dataset", "dataset_fingerprint",
+TRIAL_TAGS = ("sweep", "stage", "track", "n_labelled_used", "seed", "group", "dataset", "dataset_fingerprint",
               "git_commit")
 
 
@@ -46,7 +46,8 @@ def check_tracked(client: MlflowClient, results: dict) -> None:
         assert {k for k in TRIAL_TAGS} <= set(tags), set(TRIAL_TAGS) - set(tags)
         assert (tags["sweep"], tags["stage"], tags["track"]) == (sweep, "eval", cell["track"])
         assert tags.get("method") == cell.get("method")  # SSL tracks carry their pretraining method
-        assert tags["n_labelled"] == str(row.get("n_labelled", cell["n_labelled"]))
+        assert tags["n_labelled_used"] == str(row["n_labelled_used"])  # what it trained on, from its result
+        assert tags.get("n_labelled") == (None if sweep == "scarcity" else str(cell["n_labelled"]))  # the key N
         assert tags["dataset_fingerprint"] == results["dataset"]["fingerprint"]
         assert tags["dataset"] == results["dataset"]["name"]
         assert tags["git_commit"] == commit
@@ -72,8 +73,9 @@ def check_tracked(client: MlflowClient, results: dict) -> None:
         key = next(g for g in summaries if summaries[g].data.tags["track"] == cell["track"]
                    and summaries[g].data.tags.get("method") == cell.get("method")
                    and summaries[g].data.tags.get("fraction", "") == str(cell.get("fraction", ""))
-                   and summaries[g].data.tags.get("n_labelled") == str(cell.get("n_labelled"))
+                   and summaries[g].data.tags.get("n_labelled", "") == str(cell.get("n_labelled", ""))
                    and g.endswith(":running") == (cell.get("bn_stats") == "running"))
+        assert summaries[key].data.tags["n_labelled_used"] == str(cell["n_labelled_used"])
         m = summaries[key].data.metrics
         assert m["mean"] == pytest.approx(cell["mean"]) and m["n_seeds"] == len(cell["seeds"])
         if cell["collapse_rate"] is None:  # frozen tracks: no collapse verdict, nothing logged
@@ -124,10 +126,10 @@ def test_trial_logger_ends_completed_stopped_and_failed_runs(store, tmp_path):
         logger.on_trial_start(0, [], t)
     for epoch in (1, 2, 3):
         _epoch(logger, done, epoch)
-    _epoch(logger, done, 3, done=True, test_macro_auroc=0.8, best_epoch=2, collapsed=0, n_labelled=77,
+    _epoch(logger, done, 3, done=True, test_macro_auroc=0.8, best_epoch=2, collapsed=0, n_labelled_used=77,
            time_total_s=9.0, training_iteration=4)
     logger.on_trial_complete(0, [], done)
-    _epoch(logger, stopped, 1)  # ASHA stops it after one epoch: no final report, no n_labelled
+    _epoch(logger, stopped, 1)  # ASHA stops it after one epoch: no final report, no n_labelled_used
     logger.on_trial_complete(0, [], stopped)
     (tmp_path / "error.txt").write_text("Failure # 1\nTraceback ...\nRuntimeError: loss is NaN at epoch 2\n")
     failed.error_file = str(tmp_path / "error.txt")
@@ -140,7 +142,8 @@ def test_trial_logger_ends_completed_stopped_and_failed_runs(store, tmp_path):
     assert r1.data.tags["end"] == "completed" and r2.data.tags["end"] == "stopped"
     assert r1.data.tags["sampler"] == "optuna TPE, multivariate, 3 random start-up trials per group"
     assert r3.data.tags["error"] == "RuntimeError: loss is NaN at epoch 2"
-    assert r1.data.tags["n_labelled"] == r2.data.tags["n_labelled"] == "77"  # the group's, learnt from r1
+    assert r1.data.tags["n_labelled_used"] == r2.data.tags["n_labelled_used"] == "77"  # the group's, from r1
+    assert "n_labelled" not in r1.data.tags  # a fraction's trials have no N
     assert r1.data.tags["git_commit"] == "c0ffee" and r1.data.tags["mlflow.parentRunId"] == tracker.parent_id
     assert r1.data.metrics["test_macro_auroc"] == 0.8 and r1.data.metrics["collapsed"] == 0
     assert "time_total_s" not in r1.data.metrics and "training_iteration" not in r1.data.metrics
