@@ -192,8 +192,9 @@ def _try_once(loaded: LoadedExternal, data_rate: int, record_samples: int, where
 
 def save_external(path: Path, loaded: LoadedExternal) -> None:
     """The loaded encoder as an ssrl checkpoint that carries its input contract (what trials rebuild)."""
-    save_encoder(path, loaded.encoder, loaded.encoder_name, loaded.kwargs, loaded.record(),
-                 in_leads=len(loaded.leads), input_contract=loaded.record()["input"], sha256=loaded.sha256)
+    record = loaded.record()
+    save_encoder(path, loaded.encoder, loaded.encoder_name, loaded.kwargs, record,
+                 in_leads=len(loaded.leads), input_contract=record["input"], sha256=loaded.sha256)
 
 
 def adapt(encoder: nn.Module, contract: dict[str, Any], data_rate: int, mean: Any, std: Any,

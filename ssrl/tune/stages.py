@@ -73,9 +73,13 @@ def pretrain_key(cfg: PretrainConfig, fingerprint: str) -> str:
     code = {n: _plugin_source(n) for n in (cfg.method, cfg.encoder) if is_plugin(n)}
     if code:  # a plug-in whose code changed must not reuse encoders its old code pretrained
         d["plugin_code"] = code
-    blob = json.dumps({"cfg": d, "data": fingerprint}, sort_keys=True)
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{cfg.method}-{cfg.encoder}")  # 'pkg.mod:Cls' is no folder name
-    return f"{safe}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+    return _folder_key(f"{cfg.method}-{cfg.encoder}", {"cfg": d, "data": fingerprint})
+
+
+def _folder_key(name: str, what: dict[str, Any]) -> str:
+    """<name>-<12 hex of what's sha256>: a folder name ('pkg.mod:Cls' is none) that changes when `what` does."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+    return f"{safe}-{hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:12]}"
 
 
 def _plugin_source(name: str) -> str:
@@ -260,12 +264,19 @@ def read_metrics(uri: str) -> dict[str, Any]:
 
 def _publish(ckpt: tune.Checkpoint, uri: str, metrics: dict) -> None:
     """Copy a finished pretraining into storage/pretrained/<key>/ and mark it DONE last."""
+    def fill(tmp: Path) -> None:
+        ckpt.to_directory(str(tmp))
+        (tmp / "state.pt").unlink(missing_ok=True)
+
+    _publish_folder(uri, fill, {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))})
+
+
+def _publish_folder(uri: str, fill: Callable[[Path], None], metrics: dict) -> None:
+    """A local folder that `fill` writes, with metrics.json, copied to `uri`; DONE written last (published)."""
     fs, path = _fs(uri)
     with tempfile.TemporaryDirectory() as tmp:
-        ckpt.to_directory(tmp)
-        (Path(tmp) / "state.pt").unlink(missing_ok=True)
-        (Path(tmp) / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items()
-                                                            if isinstance(v, (int, float, str))}, indent=1))
+        fill(Path(tmp))
+        (Path(tmp) / "metrics.json").write_text(json.dumps(metrics, indent=1))
         fs.create_dir(path, recursive=True)
         pafs.copy_files(tmp, path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
     with fs.open_output_stream(_join(path, "DONE")) as f:
@@ -281,19 +292,10 @@ def publish_external(storage: str, loaded: Any) -> str:
     from ssrl.train.external import save_external
 
     record = loaded.record()
-    blob = json.dumps({k: v for k, v in record.items() if k != "weights"}, sort_keys=True)
-    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", record["name"])
-    uri = _join(storage, "pretrained", f"external-{safe}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}")
-    if published(uri):
-        return uri
-    fs, path = _fs(uri)
-    with tempfile.TemporaryDirectory() as tmp:
-        save_external(Path(tmp) / HANDED_ON, loaded)
-        (Path(tmp) / "metrics.json").write_text(json.dumps({"sha256": record["sha256"]}))
-        fs.create_dir(path, recursive=True)
-        pafs.copy_files(tmp, path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
-    with fs.open_output_stream(_join(path, "DONE")) as f:
-        f.write(b"ok\n")
+    key = _folder_key(f"external-{record['name']}", {k: v for k, v in record.items() if k != "weights"})
+    uri = _join(storage, "pretrained", key)
+    if not published(uri):
+        _publish_folder(uri, lambda tmp: save_external(tmp / HANDED_ON, loaded), {"sha256": record["sha256"]})
     return uri
 
 
