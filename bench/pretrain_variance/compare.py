@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ssrl.report.stats import paired_difference, summarize
+from ssrl.report.stats import paired_cells, summarize
 
 KEYS = ("track", "method", "n_labelled", "bn_stats")
 
@@ -32,11 +32,6 @@ def _key(cell: dict) -> tuple:
 
 def _scores(cell: dict, metric: str) -> dict[int, float]:
     return {r["seed"]: float(r[metric]) for r in cell.get("per_seed", []) if r.get(metric) is not None}
-
-
-def _paired(a: dict[int, float], b: dict[int, float]) -> dict[str, Any]:
-    seeds = sorted(set(a) & set(b))
-    return paired_difference([a[s] for s in seeds], [b[s] for s in seeds])
 
 
 def _fmt(d: dict[str, Any]) -> str:
@@ -79,10 +74,10 @@ def compare(per_seed: dict, shared: dict) -> list[str]:
         sa, sb = summarize(list(a.values())), summarize(list(b.values()))
         ratio = f"{sa['std'] / sb['std']:.2f}" if sa["std"] and sb["std"] else "—"
         row = [_label(cell), f"{sa['mean']:.4f} ± {sa['std']:.4f}", f"{sb['mean']:.4f} ± {sb['std']:.4f}", ratio,
-               _fmt(_paired(a, b))]
+               _fmt(paired_cells(own, cell, metric))]
         for base_track in ("scratch", "hrv_logreg"):
             base = by_track.get((base_track, cell.get("n_labelled")))
-            row += ([_fmt(_paired(a, _scores(base, metric))), _fmt(_paired(b, _scores(base, metric)))]
+            row += ([_fmt(paired_cells(own, base, metric)), _fmt(paired_cells(cell, base, metric))]
                     if base else ["—", "—"])
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", f"seed {anchor} (the shared encoder's own seed, so the same encoder, subset and fine-tuning in "

@@ -214,7 +214,7 @@ def add_paired_vs(
         if len(matches) > 1:
             raise ValueError(f"{len(matches)} {baseline_track} cells match {cell.get('track')}; "
                              f"add the distinguishing key to match_keys")
-        cell[name] = _paired(cell, matches[0], metric)
+        cell[name] = paired_cells(cell, matches[0], metric)
     return cells
 
 
@@ -249,12 +249,12 @@ def add_fewshot_contrasts(cells: list[dict], metric: str) -> list[dict]:
         base = _match(cells, track="scratch", n_labelled=cell.get("n_labelled"),
                       bn_stats=cell.get("bn_stats") or "precise")
         if cell.get("track") != "scratch" and base is not None:
-            cell["vs_scratch"] = _paired(cell, base, metric)
+            cell["vs_scratch"] = paired_cells(cell, base, metric)
             cell["collapse_vs_scratch_p"] = fisher_collapse_p(cell, base)
         precise = _match(cells, track=cell.get("track"), method=cell.get("method"), n_labelled=cell.get("n_labelled"),
                          bn_stats="precise")
         if cell.get("bn_stats") == "running" and precise is not None:
-            cell["vs_precise"] = _paired(cell, precise, metric)
+            cell["vs_precise"] = paired_cells(cell, precise, metric)
             cell["collapse_vs_precise_p"] = fisher_collapse_p(cell, precise)
     return cells
 
@@ -266,9 +266,9 @@ def _vs_controls(cells: list[dict], cell: dict, rule: dict | None, metric: str) 
     if cell.get("track") != "hrv_logreg":
         logreg = _match(cells, track="hrv_logreg", n_labelled=cell.get("n_labelled"))
         if logreg is not None:
-            cell["vs_hrv_logreg"] = _paired(cell, logreg, metric)
+            cell["vs_hrv_logreg"] = paired_cells(cell, logreg, metric)
     if rule is not None:
-        cell["vs_hr_rule"] = _paired(cell, rule, metric)
+        cell["vs_hr_rule"] = paired_cells(cell, rule, metric)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:
@@ -330,7 +330,7 @@ def add_method_contrasts(cells: list[dict], metric: str, methods: Sequence[str],
         others = [c for c in cells if order.get(c.get("method"), len(order)) < mine
                   and c.get("track") == cell.get("track") and all(c.get(k) == cell.get(k) for k in match_keys)]
         if others:
-            cell["between_methods"] = {c["method"]: _paired(cell, c, metric) for c in others}
+            cell["between_methods"] = {c["method"]: paired_cells(cell, c, metric) for c in others}
     return cells
 
 
@@ -342,7 +342,7 @@ def _match(cells: list[dict], **keys: Any) -> dict | None:
     return found[0] if found else None
 
 
-def _paired(cell: dict, base: dict, metric: str) -> dict[str, Any]:
+def paired_cells(cell: dict, base: dict, metric: str) -> dict[str, Any]:
     """paired_difference of cell - base over the seeds both hold: mean_diff, ci95, p_value, n_pairs."""
     mine = {r["seed"]: r[metric] for r in cell["per_seed"]}
     theirs = {r["seed"]: r[metric] for r in base["per_seed"]}
