@@ -80,8 +80,8 @@ def _spy_models(monkeypatch) -> list[Classifier]:
     built = []
     orig = ft.build_classifier
 
-    def spy(cfg, n_out):
-        built.append(orig(cfg, n_out))
+    def spy(*args, **kwargs):
+        built.append(orig(*args, **kwargs))
         return built[-1]
 
     monkeypatch.setattr(ft, "build_classifier", spy)
