@@ -40,3 +40,19 @@ def test_compare_flags_an_anchor_seed_that_differs_and_refuses_swapped_files():
     assert compare(per_seed, shared)[-1].endswith("in 0 of 1 cells")
     with pytest.raises(SystemExit, match="per_seed is not true"):
         compare(shared, per_seed)
+
+
+def test_the_published_comparison_is_what_compare_prints_from_the_published_files():
+    """docs/RESULTS.md section 13 quotes compare's table for the two published runs; seed 42 reproduced."""
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    per_seed, shared = (json.loads((root / "docs/results" / f"fewshot-pretrain-variance-cpu{s}.json").read_text())
+                        for s in ("", "-shared"))
+    lines = compare(per_seed, shared)
+    table = [line for line in lines if line.startswith("| ssl[") or line.startswith("| hybrid[")]
+    assert len(table) == 4
+    doc = (root / "docs/RESULTS.md").read_text()
+    assert all(row in doc for row in table), "section 13's comparison table differs from compare's output"
+    assert lines[-1].endswith("in 4 of 4 cells")
