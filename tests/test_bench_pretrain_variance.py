@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from bench.pretrain_variance.compare import compare
@@ -44,9 +47,6 @@ def test_compare_flags_an_anchor_seed_that_differs_and_refuses_swapped_files():
 
 def test_the_published_comparison_is_what_compare_prints_from_the_published_files():
     """docs/RESULTS.md section 13 quotes compare's table for the two published runs; seed 42 reproduced."""
-    import json
-    from pathlib import Path
-
     root = Path(__file__).resolve().parents[1]
     per_seed, shared = (json.loads((root / "docs/results" / f"fewshot-pretrain-variance-cpu{s}.json").read_text())
                         for s in ("", "-shared"))
