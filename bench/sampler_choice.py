@@ -4,13 +4,15 @@
 
 A cheap objective with the shape of ours: the validation score over (log10 lr, log10 weight decay) in the
 sweep files' box is a smooth bump (its peak drawn anew per replicate, anywhere in the box; weight decay
-matters less than the learning rate), each trial sees it through a learning curve with noise, and ASHA stops a
-trial at the grace period (3 epochs, reduction factor 3) when it is not in the top third of the trials that
-reached that rung before it; a stopped trial reports its last value, as Ray's OptunaSearch tells the study.
-The group's choice is the trial with the best reported value. Success: the chosen setting's true score is
-within a margin (MARGINS) of the box's best. Budgets: 3, 4, 8 and 10 samples per group (the demo, cpu and paper
-scales). Samplers: TPE with 2 or 3 random start-up trials (multivariate), TPE with Optuna's default 10
-start-up trials (random at every budget here: what the sweeps ran before), Sobol (QMC, scrambled) and random.
+matters less than the learning rate), each trial sees it through a learning curve with noise, and ASHA (grace
+period 3 epochs, reduction factor 3 over 15 epochs: rungs at 3 and 9) stops a trial at a rung when its value
+there is below the top third of the values that reached the rung before it (Ray's rule, `Asha`); the study is
+told the trial's best reported value, as GroupedOptunaSearch tells it. The group's choice is the trial with
+the best reported value (`search_group`, which bench/sampler_real.py replays real trials through). Success:
+the chosen setting's true score is within a margin (MARGINS) of the box's best. Budgets: 3, 4, 8 and 10
+samples per group (the demo, cpu and paper scales). Samplers: TPE with 2 or 3 random start-up trials
+(multivariate), TPE with Optuna's default 10 start-up trials (random at every budget here: what the sweeps ran
+before), Sobol (QMC, scrambled) and random.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import argparse
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import optuna
@@ -54,26 +58,71 @@ def best_in_box(true: Callable[[float, float], float]) -> float:
     return max(true(lr, wd) for lr in np.linspace(*LR, 121) for wd in np.linspace(*WD, 41))
 
 
-def run_group(sampler: optuna.samplers.BaseSampler, true: Callable[[float, float], float], budget: int,
-              rng: np.random.Generator) -> float:
-    """One group's search; returns the true score of the setting it chooses."""
+@dataclass(frozen=True)
+class Asha:
+    """Ray's ASHA with one bracket, as GroupedASHA runs it per group (time in epochs)."""
+
+    grace_period: int
+    reduction_factor: int
+    max_t: int
+
+    @property
+    def rungs(self) -> list[int]:
+        """The epochs a trial can be stopped at: grace * rf**k, as Ray builds them (a rung at max_t stops nothing:
+        every trial ends there anyway)."""
+        n = int(np.log(self.max_t / self.grace_period) / np.log(self.reduction_factor) + 1)  # Ray's MAX_RUNGS
+        return [m for m in (self.grace_period * self.reduction_factor ** k for k in range(n)) if m < self.max_t]
+
+    def epochs_run(self, curve: np.ndarray, recorded: dict[int, list[float]]) -> int:
+        """How many epochs of `curve` (a trial's validation value per epoch) ASHA lets it run; records the values
+        it reaches each rung with. Ray's rule: stopped at a rung when its value there is below the (1 - 1/rf)
+        quantile of the values recorded at that rung before it (from the first one on)."""
+        for m in self.rungs:
+            if len(curve) < m:  # the trial ended before this rung (patience)
+                break
+            before = recorded.setdefault(m, [])
+            stop = bool(before) and curve[m - 1] < np.nanpercentile(before, (1 - 1 / self.reduction_factor) * 100)
+            before.append(float(curve[m - 1]))
+            if stop:
+                return m
+        return len(curve)
+
+
+T = TypeVar("T")
+
+
+def search_group(sampler: optuna.samplers.BaseSampler, budget: int,
+                 trial: Callable[[float, float], tuple[np.ndarray, T]], asha: Asha,
+                 box: tuple[tuple[float, float], tuple[float, float]] = (LR, WD)) -> T:
+    """One group's search, its trials one after another: the sampler asks (log10 lr, log10 wd) in `box`,
+    `trial` gives the validation curve the trial would report (one value per epoch) and what to remember of it,
+    ASHA may stop it at a rung, Optuna is told the best value it reported (as GroupedOptunaSearch does) and the
+    group chooses the trial with the best reported value (the first of equals, as best_per_group). Returns what
+    `trial` gave for the chosen trial."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=sampler)
-    rung: list[float] = []
+    space = {"lr": optuna.distributions.FloatDistribution(*box[0]),
+             "wd": optuna.distributions.FloatDistribution(*box[1])}
+    recorded: dict[int, list[float]] = {}
     chosen, best_seen = None, -np.inf
     for _ in range(budget):
-        trial = study.ask({"lr": optuna.distributions.FloatDistribution(*LR),
-                           "wd": optuna.distributions.FloatDistribution(*WD)})
-        f = true(trial.params["lr"], trial.params["wd"])
-        curve = f * (1 - np.exp(-np.arange(1, EPOCHS + 1) / 3.0)) + rng.normal(0, NOISE, EPOCHS)
-        at_grace = curve[GRACE - 1]
-        stop = len(rung) >= RF - 1 and at_grace < np.quantile(rung, 1 - 1 / RF)
-        rung.append(at_grace)
-        reported = float(curve[:GRACE].max() if stop else curve.max())  # best so far, as the sweeps report
-        study.tell(trial, reported)
+        t = study.ask(space)
+        curve, what = trial(t.params["lr"], t.params["wd"])
+        reported = float(np.max(curve[:asha.epochs_run(curve, recorded)]))  # best so far, as the sweeps report
+        study.tell(t, reported)
         if reported > best_seen:
-            best_seen, chosen = reported, f
+            best_seen, chosen = reported, what
     return chosen
+
+
+def run_group(sampler: optuna.samplers.BaseSampler, true: Callable[[float, float], float], budget: int,
+              rng: np.random.Generator) -> float:
+    """One group's search on the bump; returns the true score of the setting it chooses."""
+    def trial(lr: float, wd: float) -> tuple[np.ndarray, float]:
+        f = true(lr, wd)
+        return f * (1 - np.exp(-np.arange(1, EPOCHS + 1) / 3.0)) + rng.normal(0, NOISE, EPOCHS), f
+
+    return search_group(sampler, budget, trial, Asha(GRACE, RF, EPOCHS))
 
 
 def main(argv: list[str] | None = None) -> int:
