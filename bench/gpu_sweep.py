@@ -122,7 +122,8 @@ def run_launch(launch: Launch, console: Path) -> dict:
             proc.wait(timeout=max(0.0, launch.deadline - time.time()))
         except subprocess.TimeoutExpired:
             cut, t_stop = True, time.time()
-            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
+            with contextlib.suppress(ProcessLookupError):  # it may have ended just now
+                os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=STOP_GRACE_S)
             stopped = {"signal": "SIGINT", "exited_within_grace": proc.poll() is not None,
@@ -247,8 +248,8 @@ def sweep_stage(launch: Launch, keep: Path | None = None) -> dict:
         out["error"] = f"launch.py exited {ran['exit_code']}: {why}"[:500]
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
-        for src in (launch.out_dir / launch.sweep / n for n in ("state.json", "results.json", "results.md")):
+        for src in [*(launch.out_dir / launch.sweep / n for n in ("state.json", "results.json", "results.md")),
+                    console]:
             if src.exists():
                 shutil.copy2(src, keep / src.name)
-        shutil.copy2(console, keep / console.name)
     return out
