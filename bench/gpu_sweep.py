@@ -182,7 +182,7 @@ def trials_of(experiment: Path) -> dict:
     out = {"trials": len(dirs), "done": done, "failed": failed, "other": len(dirs) - done - failed}
     rates = [x for x in (_records_per_s(r) for r in rows) if x is not None]
     if rates:
-        out["samples_per_s"] = {"median": statistics.median(rates), "per_trial": rates}
+        out["samples_per_s"] = {"median": round(statistics.median(rates), 1), "per_trial": rates}
     return out
 
 
