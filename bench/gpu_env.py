@@ -1,6 +1,6 @@
 """What bench.gpu needs from the machine: wfdb made optional, GPU sampling, a description of the device.
 
-Nothing here imports ssrl: worker processes run `worker_init` before any module that does.
+Nothing here imports ssrl: `allow_missing_wfdb` must run before any module that does.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import threading
 import time
 import types
 
-OPTIONAL = ("ray", "mlflow", "optuna", "wfdb")  # absent on the lent GPU machines
-WFDB_HINT = "carry the wfdb and fsspec wheels (docs/RESULTS.md, GPU)"
+OPTIONAL = ("ray", "mlflow", "optuna", "wfdb")  # absent on the lent GPU machines until the offline bundle is in
+WFDB_HINT = "install the offline bundle (README, Installing offline)"
 
 
 def _placeholder(reason: str) -> types.ModuleType:
@@ -50,16 +50,8 @@ def wfdb_available() -> bool:
     return allow_missing_wfdb() is None
 
 
-def worker_init(threads: int) -> None:
-    """Start of every packed worker process: wfdb made optional, `threads` intra-op threads."""
-    allow_missing_wfdb()
-    import torch
-
-    torch.set_num_threads(max(1, threads))
-
-
 def loaded_optional() -> list[str]:
-    """Which of the modules the GPU machines lack this process has imported (the real ones)."""
+    """Which of OPTIONAL this process has imported (the real ones): the sweep stage runs them in launch.py only."""
     return sorted(m for m in OPTIONAL if m in sys.modules and not getattr(sys.modules[m], "IS_PLACEHOLDER", False))
 
 

@@ -1,91 +1,217 @@
-"""bench.gpu: the whole script at tiny size on CPU as on a lent GPU machine, its parts, and the CUDA checks."""
+"""bench.gpu: the whole script at tiny size on CPU as on a lent GPU machine (its sweep is launch.py's), its
+parts, and the CUDA checks."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from bench import gpu_checks, gpu_data, gpu_pack, gpu_plan
+from bench import gpu, gpu_checks, gpu_data, gpu_sweep
 from ssrl.data import open_ptbxl, read_ptbxl
 from ssrl.tune.spec import load_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
-ABSENT_ON_GPU_MACHINES = ("ray", "mlflow", "optuna", "wfdb")
+ABSENT_ON_GPU_MACHINES = ("ray", "mlflow", "optuna", "wfdb")  # until the offline bundle is installed
 ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled", "MLFLOW_DISABLE_TELEMETRY": "true"}
 
 
-def _bench(tmp_path: Path, *args: str, block: tuple[str, ...] = ()) -> dict:
-    """Run `python -m bench.gpu --json` in a fresh interpreter where importing any of `block` fails."""
+def _bench(tmp_path: Path, *args: str, block: tuple[str, ...] = ()) -> tuple[int, dict]:
+    """Run `python -m bench.gpu --json` in a fresh interpreter (and its launch.py) where importing any of
+    `block` fails; its exit code and JSON. Ray's temp dir is short (socket paths) and removed afterwards."""
     blocked = tmp_path / "blocked"
-    for name in block:  # a package that refuses to import, ahead of site-packages (and in spawned workers)
+    for name in block:  # a package that refuses to import, ahead of site-packages (and in launch.py)
         (blocked / name).mkdir(parents=True, exist_ok=True)
         (blocked / name / "__init__.py").write_text(f"raise ImportError('{name} is blocked: not on the GPU machines')\n")
-    env = {**os.environ, **ENV, "PYTHONPATH": os.pathsep.join([str(blocked), str(ROOT)])}
+    ray_tmp = Path(tempfile.mkdtemp(prefix="ssrl-ray-"))
+    env = {**os.environ, **ENV, "PYTHONPATH": os.pathsep.join([str(blocked), str(ROOT)]), "RAY_TMPDIR": str(ray_tmp)}
+    env.pop("RAY_ADDRESS", None)
     cmd = [sys.executable, "-m", "bench.gpu", "--json", "--device", "cpu", "--cache-dir", str(tmp_path / "cache"),
            "--out", str(tmp_path / "out.json"), *args]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=2400)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert proc.returncode in (0, 1), proc.stderr[-3000:] + proc.stdout[-3000:]
     out = json.loads(proc.stdout)
     assert json.loads((tmp_path / "out.json").read_text())["stages"].keys() == out["stages"].keys()
-    return out
+    return proc.returncode, out
 
 
-@pytest.mark.e2e
-def test_tiny_run_on_cpu_without_ray_mlflow_optuna_wfdb(tmp_path: Path) -> None:
-    out = _bench(tmp_path, "--tiny", "--records", "300", block=ABSENT_ON_GPU_MACHINES)
-    st = out["stages"]
-    assert list(st) == ["data", "checks", "throughput", "scarcity"] and out["failed"] == []
-    assert all(s["wall_s"] > 0 for s in st.values()) and sum(s["wall_s"] for s in st.values()) <= out["wall_s"] + 1
-    assert out["timed_s"] == pytest.approx(sum(st[s]["wall_s"] for s in ("checks", "throughput", "scarcity")), abs=0.2)
-    assert "not installed" in out["wfdb"] and out["loaded_optional_modules"] == []
-    assert st["data"]["records"] == 300 and st["data"]["cache"] == "written without wfdb"
-    # The GPU code paths that run on CPU ran there (bf16 autocast forced), the CUDA-only ones were skipped.
+def _keys(x: object) -> set[str]:
+    """Every key of a nested JSON value."""
+    if isinstance(x, dict):
+        return set(x) | {k for v in x.values() for k in _keys(v)}
+    if isinstance(x, list):
+        return {k for v in x for k in _keys(v)}
+    return set()
+
+
+def _check_cpu_stages(st: dict) -> None:
+    """The GPU code paths that run on CPU ran there (bf16 autocast forced), the CUDA-only ones were skipped."""
     assert sorted(st["checks"]["passed"]) == sorted(set(gpu_checks.CHECKS) - set(gpu_checks.CUDA_ONLY))
     assert sorted(st["checks"]["skipped"]) == sorted(gpu_checks.CUDA_ONLY)
     assert st["checks"]["details"]["autocast_bf16"]["precision"] == "bf16"
-    assert st["throughput"]["pretrain"]["samples_per_s"] > 0 and st["throughput"]["naive"].startswith("skipped")
-    _check_scarcity(st["scarcity"])
+    assert st["throughput"]["pretrain"]["samples_per_s"] > 0 and st["throughput"]["finetune"]["samples_per_s"] > 0
 
 
-def _check_scarcity(sc: dict) -> None:
-    """Every planned trial ran once, in k processes, SSL tracks after the pretraining; the estimate adds up."""
-    spec = load_sweep("scarcity", "smoke")
-    cells = [c for c in spec.cells if c.method in ("", spec.pretrain_methods[0])]  # the first method's SSL tracks
-    assert len(cells) < len(spec.cells)  # smoke compares two methods; the GPU bench times one
-    n_fine = len(cells) * len(spec.seeds)
-    assert sc["planned"] == {"pretrain": 1, "finetune": n_fine, "cells": len(cells), "seeds": len(spec.seeds)}
-    assert sc["completed"] == {"pretrain": 1, "finetune": n_fine} and sc["failed"] == {}
-    jobs = sc["jobs"]
-    assert len({j["name"] for j in jobs}) == len(jobs) == 1 + n_fine
-    assert sc["k"] == gpu_pack.choose_k(sc["probe"]["runs"], None) and sc["k"] in sc["probe"]["candidates"]
-    assert len({j["pid"] for j in jobs}) == sc["k"]
-    pre = next(j for j in jobs if j["name"].startswith("pretrain/"))
-    ssl = [j for j in jobs if j["name"].startswith("ssl_")]
-    assert len(ssl) == n_fine // 2 and min(j["start_s"] for j in ssl) >= pre["end_s"] - 0.01
-    assert all(j["epochs"] >= 1 and j["wall_s"] > 0 and 0 <= j["auroc"] <= 1 for j in jobs if j is not pre)
-    assert any("search" in note for note in sc["left_out"])
-    ps = sc["paper_sweep"]
-    search = load_sweep("scarcity", "paper").search
-    assert ps["search_trials"] == search.samples_per_group * len(cells) and ps["groups_measured"] == len(cells)
-    assert 0 < ps["search_estimate_s"] <= ps["search_upper_bound_s"]
-    assert ps["total_s"] == pytest.approx(ps["measured_s"] + ps["search_estimate_s"], abs=0.2)
+@pytest.mark.e2e
+def test_tiny_run_on_cpu_runs_the_sweep_through_launch_py(tmp_path: Path) -> None:
+    code, out = _bench(tmp_path, "--tiny", "--deadline-s", "1800")  # a loaded CI runner must not cut it
+    st = out["stages"]
+    assert list(st) == ["data", "checks", "throughput", "sweep"]
+    assert code == 0 and out["failed"] == [], (out["failed"], st["sweep"].get("console_tail"))
+    assert all(s["wall_s"] > 0 for s in st.values()) and sum(s["wall_s"] for s in st.values()) <= out["wall_s"] + 1
+    _check_cpu_stages(st)
+    spec, pre = load_sweep("scarcity", "smoke"), load_sweep("pretrain", "smoke")
+    assert st["data"]["records"] == spec.data_records  # --tiny: the data launch.py's smoke scale would write
+    sw = st["sweep"]
+    assert (sw["scale"], sw["started"], sw["cut"], sw["exit_code"]) == ("smoke", True, False, 0), sw.get("console_tail")
+    # what the run wrote: results.json's counts, state.json's stage seconds, Ray's trials per stage
+    n_eval = len(spec.cells) * len(spec.seeds)
+    assert sw["results"]["n_runs"] == n_eval and sw["results"]["n_failed"] == 0
+    assert sw["results"]["stage_seconds"] == sw["stage_seconds"]
+    assert set(sw["stage_seconds"]) == {"pretrain", "eval"} and all(v > 0 for v in sw["stage_seconds"].values())
+    n_pre = len(spec.pretrain_methods) * len(pre.seeds)
+    assert {s: (r["planned"], r["trials"], r["done"], r["failed"]) for s, r in sw["stages"].items()} == {
+        "pretrain": (n_pre, n_pre, n_pre, 0), "search": (0, 0, 0, 0), "eval": (n_eval, n_eval, n_eval, 0)}
+    rates = sw["stages"]["pretrain"]["samples_per_s"]
+    assert len(rates["per_trial"]) == n_pre and all(r > 0 for r in rates["per_trial"])
+    assert 0 <= sw["outside_stages_s"] < sw["launch_wall_s"]
+    assert out["summary"]["sweep"]["trials_done_of_planned"]["eval"] == f"{n_eval}/{n_eval}"
+    # nothing is estimated, the run's processes are gone, and the bench itself stayed free of Ray
+    assert not {k for k in _keys(out) if "estimate" in k or "paper_sweep" in k}
+    assert sw["processes_cleared"]["left"] == 0 and gpu_sweep.session_pids(sw["session"]) == []
+    assert not {"ray", "mlflow", "optuna"} & set(out["loaded_optional_modules"])
+    # launch.py mapped the signal cache the data stage wrote without wfdb instead of building its own
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 1
+    kept = tmp_path / "out-sweep"
+    assert json.loads((kept / "results.json").read_text())["n_runs"] == n_eval
+    assert json.loads((kept / "state.json").read_text())["stage_seconds"] == sw["stage_seconds"]
+
+
+def test_without_the_bundle_the_sweep_stage_says_so_and_the_others_run(tmp_path: Path) -> None:
+    code, out = _bench(tmp_path, "--tiny", block=ABSENT_ON_GPU_MACHINES)
+    st = out["stages"]
+    assert code == 1 and out["failed"] == ["sweep"]
+    assert st["sweep"]["error"] == ("ray, mlflow, optuna, wfdb not importable: install the offline bundle first: "
+                                    "README, Installing offline")
+    assert all("error" not in st[s] for s in ("data", "checks", "throughput"))
+    assert "not installed" in out["wfdb"] and out["loaded_optional_modules"] == []
+    assert st["data"]["cache"] == "written without wfdb" and st["throughput"]["naive"].startswith("skipped")
+    _check_cpu_stages(st)
+
+
+@pytest.mark.e2e
+def test_the_deadline_stops_the_sweep_and_its_processes(tmp_path: Path) -> None:
+    """A deadline that falls while launch.py starts (or runs its first trials): stopped as Ctrl-C stops it."""
+    code, out = _bench(tmp_path, "--tiny", "--stages", "data,sweep", "--deadline-s", "30")
+    sw = out["stages"]["sweep"]
+    assert code == 0 and out["failed"] == [] and sw["started"] and sw["cut"] and sw["exit_code"] != 0
+    assert sw["stopped"]["signal"] == "SIGINT" and sw["results"] is None
+    assert sw["processes_cleared"]["left"] == 0 and gpu_sweep.session_pids(sw["session"]) == []
+    assert {s: r["planned"] for s, r in sw["stages"].items()} == {"pretrain": 2, "search": 0, "eval": 24}
+    assert all(r.get("done", 0) < r["planned"] for r in sw["stages"].values() if r["planned"])
+    assert out["summary"]["sweep"]["cut"] is True
+
+
+STAND_IN = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                          "signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(600)"],
+                         stdout=subprocess.PIPE, text=True)
+child.stdout.readline()
+print('running', flush=True)
+try:
+    time.sleep(600)
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+class _StandIn(gpu_sweep.Launch):
+    """A launch.py stand-in: exits 130 on Ctrl-C, leaving a child that ignores SIGINT and SIGTERM."""
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-c", STAND_IN]
+
+
+def test_a_run_past_its_deadline_is_interrupted_and_its_session_emptied(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(gpu_sweep, "KILL_GRACE_S", 1.0)
+    console = tmp_path / "console.txt"
+    ran = gpu_sweep.run_launch(_StandIn("scarcity", "smoke", tmp_path, tmp_path, time.time() + 4, dict(os.environ)),
+                               console)
+    assert console.read_text().splitlines() == ["running"]  # the deadline fell while it ran
+    assert (ran["cut"], ran["exit_code"], ran["stopped"]["exited_within_grace"]) == (True, 130, True)
+    assert ran["processes_cleared"] == {"sigterm": 1, "sigkill": 1, "left": 0}
+    assert gpu_sweep.session_pids(ran["session"]) == []
+    late = gpu_sweep.run_launch(_StandIn("scarcity", "smoke", tmp_path, tmp_path, time.time() - 1, {}), console)
+    assert (late["started"], late["cut"]) == (False, True)
+
+
+def _trial(folder: Path, rows: list[dict], error: bool = False) -> None:
+    folder.mkdir(parents=True)
+    (folder / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if error:
+        (folder / "error.txt").write_text("Traceback ...")
+
+
+def test_read_run_counts_trials_per_stage_and_a_pretrainings_records_per_second(tmp_path: Path) -> None:
+    run_id = "20261203-070000"
+    (tmp_path / "scarcity").mkdir()
+    (tmp_path / "scarcity" / "state.json").write_text(json.dumps(
+        {"run_id": run_id, "stages": {}, "stage_seconds": {"pretrain": 40.0, "eval": 12.5}}))
+    pre, ev = tmp_path / "ray" / f"pretrain-{run_id}", tmp_path / "ray" / f"scarcity-{run_id}-eval"
+    epochs = [{"epoch": e, "n_pool": 128, "time_this_iter_s": t} for e, t in ((1, 9.0), (2, 2.0), (3, 2.0))]
+    _trial(pre / "simclr", [*epochs[:2], {**epochs[2], "done": True}])
+    _trial(pre / "masked", [{**epochs[0], "n_pool": 64}, {**epochs[1], "n_pool": 64, "time_this_iter_s": 4.0},
+                            {**epochs[2], "n_pool": 64, "time_this_iter_s": 4.0, "done": True}])
+    _trial(ev / "a", [{"epoch": 1}, {"epoch": 2, "done": True}])
+    _trial(ev / "b", [{"epoch": 1}], error=True)
+    _trial(ev / "c", [{"epoch": 1}])  # cut after its first epoch
+    (ev / "d").mkdir()  # created, never started
+    got = gpu_sweep.read_run(tmp_path, "scarcity")
+    assert got["run_id"] == run_id and got["results"] is None  # no results.json: the run did not finish
+    pretrain = got["stages"]["pretrain"]
+    assert (pretrain["trials"], pretrain["done"], pretrain["failed"], pretrain["wall_s"]) == (2, 2, 0, 40.0)
+    # records per second over the epochs after the first: 128 x 2 / 4 s and 64 x 2 / 8 s
+    assert sorted(pretrain["samples_per_s"]["per_trial"]) == [16.0, 64.0]
+    assert {k: got["stages"]["eval"][k] for k in ("trials", "done", "failed", "other", "wall_s")} == {
+        "trials": 4, "done": 1, "failed": 1, "other": 2, "wall_s": 12.5}
+    assert got["stages"]["search"]["trials"] == 0
+    (tmp_path / "scarcity" / "results.json").write_text(json.dumps({"run_id": "an-earlier-run", "n_runs": 3}))
+    assert gpu_sweep.read_run(tmp_path, "scarcity")["results"] is None
+
+
+@pytest.mark.parametrize(("args", "option"), [(["--deadline-s", "0"], "--deadline-s"),
+                                             (["--stages", "data,estimate"], "--stages"),
+                                             (["--records", "0"], "--records"),
+                                             (["--gpus-per-trial", "-1"], "--gpus-per-trial")])
+def test_bad_input_is_one_line_naming_the_option(args: list[str], option: str,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as e:
+        gpu.parse_args(args)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and err.startswith(f"error: {option}")
 
 
 @pytest.mark.e2e
 def test_throughput_stage_measures_the_naive_loop_when_wfdb_is_there(tmp_path: Path) -> None:
     pytest.importorskip("wfdb")
-    out = _bench(tmp_path, "--tiny", "--records", "300", "--stages", "data,throughput")
+    code, out = _bench(tmp_path, "--tiny", "--records", "300", "--stages", "data,throughput")
     tp = out["stages"]["throughput"]
-    assert list(out["stages"]) == ["data", "throughput"] and out["wfdb"] == "installed" and tp["naive"] == "measured"
+    assert code == 0 and list(out["stages"]) == ["data", "throughput"] and out["wfdb"] == "installed"
+    assert tp["naive"] == "measured"
     for task in ("pretrain", "finetune"):
         assert tp[task]["naive_samples_per_s"] > 0
         assert tp[task]["speedup"] == pytest.approx(tp[task]["samples_per_s"] / tp[task]["naive_samples_per_s"])
@@ -116,56 +242,8 @@ def test_fmt16_reader_matches_wfdb_for_other_gains_and_baselines(tmp_path: Path)
     np.testing.assert_array_equal(gpu_data.read_fmt16(tmp_path / "rec"), ref.T.astype(np.float16))
 
 
-def test_choose_k_takes_the_smallest_near_best_that_fits() -> None:
-    runs = [{"k": 1, "epochs_per_s": 1.0, "peak_mib": 1000}, {"k": 2, "epochs_per_s": 1.9, "peak_mib": 1000},
-            {"k": 4, "epochs_per_s": 3.0, "peak_mib": 1000}, {"k": 8, "epochs_per_s": 3.1, "peak_mib": 1000}]
-    assert gpu_pack.choose_k(runs, None) == 4  # 3.0 is within 95 % of 3.1
-    assert gpu_pack.choose_k(runs, 4000) == 2  # 4 x 1000 MiB > 85 % of 4000 MiB
-    assert gpu_pack.choose_k([{"k": 2, "error": "OOM"}], None) == 1
-
-
-def test_asha_epochs_and_the_paper_estimate() -> None:
-    assert gpu_plan.asha_epochs(8, 3, 3, 30) == pytest.approx(8 * 3 + 8 / 3 * 6 + 8 / 9 * 18 + 8 / 27 * 3)
-    assert gpu_plan.asha_epochs(4, 30, 3, 30) == 4 * 30  # grace = max_t: no early stopping
-    search = load_sweep("scarcity", "paper").search
-    plan = gpu_plan.Plan("paper", gpu_plan.Job("pretrain", "p", {}), (), search, 1, 1)
-    jobs = [{"group": "g", "epoch_s": 2.0, "setup_s": 1.0}, {"group": "g", "epoch_s": 4.0, "setup_s": 3.0}]
-    est = gpu_plan.paper_sweep(plan, jobs, measured_s=100.0, concurrency=2.0)
-    n, epochs = search.samples_per_group, gpu_plan.asha_epochs(search.samples_per_group, search.grace_period,
-                                                               search.reduction_factor, search.epochs)
-    assert est["search_estimate_s"] == pytest.approx((n * 2.0 + epochs * 3.0) / 2, abs=0.05)
-    assert est["search_upper_bound_s"] == pytest.approx(n * (2.0 + search.epochs * 3.0) / 2, abs=0.05)
-    assert est["total_s"] == pytest.approx(100.0 + est["search_estimate_s"], abs=0.05)
-
-
-def test_paper_plan_is_the_scarcity_sweep(tmp_path: Path) -> None:
-    where = {"data_root": "/data", "cache_dir": "", "device": "cuda", "precision": "auto"}
-    plan = gpu_plan.plan("paper", where, tmp_path)
-    spec, pspec = load_sweep("scarcity", "paper"), load_sweep("pretrain", "paper")
-    assert len(plan.finetune) == 5 * 3 * 4 == len([c for c in spec.cells if c.method != "masked"]) * len(spec.seeds)
-    assert plan.pretrain.config["epochs"] == pspec.train["epochs"] and not plan.pretrain.config.get("max_pool")
-    encoder = str(tmp_path / plan.pretrain.name / "encoder_best.pt")
-    for job in plan.finetune:
-        track = job.config["track"]
-        assert job.config["epochs"] == spec.train["epochs"] and job.config["device"] == "cuda"
-        assert job.config["lr"] == spec.track_train.get(track, spec.train)["lr"]
-        assert (job.needs, job.config["pretrained"]) == ((plan.pretrain.name, encoder) if track.startswith("ssl_")
-                                                         else ("", ""))
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("name", list(gpu_checks.CHECKS))
 def test_cuda_checks(name: str, synth_root: Path, cache_dir: Path, tmp_path: Path) -> None:
     ctx = gpu_checks.Ctx(torch.device("cuda"), open_ptbxl(synth_root, 100, cache_dir), tmp_path)
     gpu_checks.CHECKS[name](ctx)
-
-
-def test_a_deadline_cuts_a_trial_after_its_epoch(tmp_path: Path, synth_root: Path, cache_dir: Path) -> None:
-    where = {"data_root": str(synth_root), "cache_dir": str(cache_dir), "device": "cpu", "precision": "fp32"}
-    job = gpu_plan.Job("finetune", "supervised@1.0/seed1", {**where, "encoder_width": 8, "epochs": 5, "seed": 1},
-                       "supervised@1.0")
-    row = gpu_pack.run_job(asdict(job), str(tmp_path / "a"), deadline=time.time() + 0.01)
-    assert row["cut"] and row["error"] is None and row["epochs"] == 1 and row["result"] == {}
-    assert not (tmp_path / "a" / "state.pt").exists()  # only a resume reads it
-    late = gpu_pack.run_job(asdict(job), str(tmp_path / "b"), deadline=time.time() - 1)
-    assert late["cut"] and late["epochs"] == 0 and late["wall_s"] < 1

@@ -1,7 +1,9 @@
 """The core (data, models, ssl, augment, train, errors) imports without Ray, MLflow and Optuna.
 
-GPU machines lent for a short check have torch but not these (docs/RESULTS.md, GPU); bench.gpu
-runs on the core alone, so an import of one of them from the core is a regression.
+GPU machines lent for a short check have torch but not these until the offline bundle is installed
+(docs/RESULTS.md, GPU); bench.gpu's data, checks and throughput stages run on the core alone, and its
+sweep stage runs launch.py in a child process, so an import of one of them from the core or from the
+bench's driver is a regression.
 """
 
 from __future__ import annotations
@@ -9,10 +11,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-CORE = ("ssrl.data", "ssrl.models", "ssrl.ssl", "ssrl.augment", "ssrl.train", "ssrl.errors", "ssrl.tune.spec")
+ROOT = Path(__file__).resolve().parents[1]
+CORE = ("ssrl.data", "ssrl.models", "ssrl.ssl", "ssrl.augment", "ssrl.train", "ssrl.errors", "ssrl.tune.spec",
+        "ssrl.tune.options")
+GPU_BENCH = ("bench.gpu", "bench.gpu_stages", "bench.gpu_sweep", "bench.gpu_checks", "bench.gpu_data")
 ABSENT = ("ray", "mlflow", "optuna")
 
 
@@ -20,12 +26,17 @@ def _loaded_after_import(modules: tuple[str, ...]) -> list[str]:
     """Which of ABSENT a fresh interpreter holds after importing `modules`."""
     code = (f"import importlib, json, sys\nfor m in {list(modules)!r}: importlib.import_module(m)\n"
             f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {list(ABSENT)!r})))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def test_core_imports_without_ray_mlflow_optuna() -> None:
     assert _loaded_after_import(CORE) == []
+
+
+def test_the_gpu_bench_driver_imports_without_ray_mlflow_optuna() -> None:
+    assert _loaded_after_import(GPU_BENCH) == []
 
 
 def test_user_errors_are_the_types_the_sweep_modules_raise() -> None:

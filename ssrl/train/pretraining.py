@@ -141,7 +141,7 @@ def pretrain(cfg: PretrainConfig, report: Report, out_dir: Path) -> dict:
     augment = build_augment(cfg.augment, cfg.sampling_rate)
     gens = (gen, torch.Generator(device=device).manual_seed(cfg.seed + 1))
     probe = make_probe(data, cfg, device)
-    meta = {"probe_at_init": probe.score(method.encoder) if probe else None}
+    meta = {"probe_at_init": probe.score(method.encoder) if probe else None, "n_pool": len(pool)}  # in every row
     steps = steps_per_epoch(len(sig), cfg.batch_size)
 
     def step(opt: torch.optim.Optimizer, gens: tuple[torch.Generator, torch.Generator], epoch: int) -> dict:

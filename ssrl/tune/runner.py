@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from ssrl.tune.tracking import Tracker, TrialLogger, connect, error_text, git_co
 from ssrl.tune.trainables import METRIC
 
 STATE = "state.json"
+_clock = time.monotonic  # what stage_seconds are measured with (tests put a fake clock here)
 
 
 def _writable(folder: Path) -> None:
@@ -247,17 +250,35 @@ def _check_encoders(spec: SweepSpec, pre_spec: SweepSpec, cfg: Any) -> None:
                              f"{cfg.encoder_width}; the checkpoint would not load, make them agree")
 
 
+@contextlib.contextmanager
+def _timed(stage: str, state: dict, out_dir: Path) -> Iterator[None]:
+    """Add the block's wall seconds to state["stage_seconds"][stage] and write state.json, also when it raises.
+
+    Summed over the invocations of a run (a --resume adds the rest), so an interrupted run's state.json
+    still says how long each stage it reached ran.
+    """
+    t0 = _clock()
+    try:
+        yield
+    finally:
+        spent = state.setdefault("stage_seconds", {})
+        spent[stage] = round(spent.get(stage, 0.0) + _clock() - t0, 1)
+        write_json_atomic(out_dir / STATE, state)
+
+
 def _stages(ctx: stages.Context, spec: SweepSpec, pre_spec: SweepSpec | None, state: dict,
             out_dir: Path, externals: list | None = None) -> dict[str, Any]:
     if not spec.kind.evaluates:
-        done = stages.ensure_pretrained(ctx, spec, spec.methods)
+        with _timed("pretrain", state, out_dir):
+            done = stages.ensure_pretrained(ctx, spec, spec.methods)
         rows = [{"track": r["method"], "seed": r["seed"], **stages.read_metrics(r["uri"]), "checkpoint": r["uri"]}
                 if "uri" in r else {"track": r["method"], "seed": r["seed"], "status": "failed", "error": r["error"]}
                 for r in done]
         return _results(spec, ctx.dataset, rows, "probe_score", state)
     pretrained, lost, encoders, pretraining = {}, [], None, None
     if spec.needs_pretraining:
-        done = stages.ensure_pretrained(ctx, pre_spec, spec.pretrain_methods)
+        with _timed("pretrain", state, out_dir):
+            done = stages.ensure_pretrained(ctx, pre_spec, spec.pretrain_methods)
         pretrained = {r["method"]: r["uri"] for r in reversed(done) if "uri" in r}
         encoders, pretraining = _pretraining(done, spec, pre_spec)
         spec, lost = _without_failed_methods(ctx, spec, done, pretrained)
@@ -265,13 +286,17 @@ def _stages(ctx: stages.Context, spec: SweepSpec, pre_spec: SweepSpec | None, st
         pretrained[loaded.entry.name] = stages.publish_external(ctx.storage, loaded)
     chosen = state["stages"].get("search")
     if spec.search.enabled and chosen is None and spec.searched_cells:
-        chosen = stages.search(ctx, spec, pretrained)
+        with _timed("search", state, out_dir):
+            chosen = stages.search(ctx, spec, pretrained)
         for group in sorted({c.group for c in spec.searched_cells} - set(chosen)):
             ctx.say(f"warning: search: no trial of {group} finished; it runs with the sweep file's lr and "
                     "weight_decay")
         state["stages"]["search"] = chosen
         write_json_atomic(out_dir / STATE, state)
-    grid = stages.evaluate(ctx, spec, pretrained, chosen or {}, encoders) if spec.cells else []
+    grid = []
+    if spec.cells:
+        with _timed("eval", state, out_dir):
+            grid = stages.evaluate(ctx, spec, pretrained, chosen or {}, encoders)
     rows = [_row(r, spec) for r in grid]
     predictions.write(grid, rows, spec.metric, out_dir)  # test probabilities: re-scoring needs no re-run
     rows += lost
@@ -351,6 +376,8 @@ def _results(spec: SweepSpec, dataset: DatasetInfo, rows: list[dict], metric: st
         "precision": {"requested": str(spec.train.get("precision", "auto")),
                       "used": sorted({r["precision"] for r in rows if r.get("precision")})},
     }
+    if state.get("stage_seconds"):  # wall seconds per stage (pretrain, search, eval); absent in older files
+        out["stage_seconds"] = dict(state["stage_seconds"])
     out["multiplicity"] = holm_account(cells)  # the families of contrasts and how their p-values are adjusted
     out["stats_version"] = STATS_VERSION
     if spec.search.enabled and spec.searched_cells:  # what drew the searched lr and weight decay
