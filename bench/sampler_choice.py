@@ -13,6 +13,10 @@ the chosen setting's true score is within a margin (MARGINS) of the box's best. 
 samples per group (the demo, cpu and paper scales). Samplers: TPE with 2 or 3 random start-up trials
 (multivariate), TPE with Optuna's default 10 start-up trials (random at every budget here: what the sweeps ran
 before), Sobol (QMC, scrambled) and random.
+
+Every sampler searches the same replicates (the same bump, the same noise draws in trial order), so the
+comparison with the shipped sampler is paired (`paired_table`): the difference in chance, and McNemar's exact
+test on the replicates where one sampler succeeds and the other does not, Holm-adjusted over the table.
 """
 
 from __future__ import annotations
@@ -20,18 +24,23 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
 import optuna
+from scipy.stats import binomtest
+
+from ssrl.atomic import atomic_open
+from ssrl.report.stats import holm
 
 LR, WD = (-5.0, -2.0), (-6.0, -2.0)  # log10 boxes of sweeps/fewshot.yaml's search
 MARGINS = (0.01, 0.02)  # "near-best": within this of the best score in the box (the bump is 0.25 high)
 NOISE = 0.01  # seed-to-seed noise of a validation score
 EPOCHS, GRACE, RF = 15, 3, 3
 BUDGETS = (3, 4, 8, 10)
+SHIPPED = "tpe-3-mv"  # what ssrl.tune.search.sampler_for builds; the paired tables compare the rest with it
 
 
 def samplers(seed: int) -> dict[str, optuna.samplers.BaseSampler]:
@@ -125,15 +134,51 @@ def run_group(sampler: optuna.samplers.BaseSampler, true: Callable[[float, float
     return search_group(sampler, budget, trial, Asha(GRACE, RF, EPOCHS))
 
 
+def paired(a: Sequence[int], b: Sequence[int]) -> tuple[float, int, int, float]:
+    """a's chance of success minus b's over the same searches, the searches only a / only b got right, McNemar's exact p."""
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    if a.shape != b.shape or not a.size:
+        raise ValueError("paired outcomes need the same searches, at least one")
+    only_a, only_b = int(np.sum(a & ~b)), int(np.sum(b & ~a))
+    p = binomtest(only_a, only_a + only_b, 0.5).pvalue if only_a + only_b else 1.0
+    return (only_a - only_b) / a.size, only_a, only_b, float(p)
+
+
+def bits(outcomes: Sequence[int]) -> str:
+    """Per-search successes as a string of 0s and 1s, search by search (compact in a JSON)."""
+    return "".join("1" if o else "0" for o in outcomes)
+
+
+def paired_table(outcomes: Mapping[tuple[float, int], Mapping[str, Sequence[int]]], against: str = SHIPPED) -> str:
+    """Markdown: margin x budget rows, a column per other sampler: `against` minus it, (only against : only it),
+    McNemar's exact p Holm-adjusted over every cell of the table (the family), * where that is under 0.05."""
+    others = [n for n in next(iter(outcomes.values())) if n != against]
+    cells = {(k, n): paired(row[against], row[n]) for k, row in outcomes.items() for n in others}
+    adjusted = dict(zip(cells, holm([c[3] for c in cells.values()])))
+    lines = ["| margin | samples per group | " + " | ".join(f"{against} − {n}" for n in others) + " |",
+             "|---" * (len(others) + 2) + "|"]
+    for m, b in sorted(outcomes):
+        out = []
+        for n in others:
+            d, only_a, only_b, _ = cells[(m, b), n]
+            q = adjusted[(m, b), n]
+            out.append(f"{d:+.2f} ({only_a}:{only_b}) p={q:.2g}{'*' if q < 0.05 else ''}")
+        lines.append(f"| {m} | {b} | " + " | ".join(out) + " |")
+    n_family = len(cells)
+    return "\n".join(lines) + (f"\n\n(a:b) searches only {against} / only the other got right; p: McNemar's exact "
+                               f"test, Holm-adjusted over the {n_family} cells; * under 0.05")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Print the table (samples per group x sampler: chance of a near-best setting) and optionally a JSON."""
+    """Print the table (samples per group x sampler: chance of a near-best setting), the paired table, optionally a JSON."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--replicates", type=int, default=300)
     p.add_argument("--json")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     names = list(samplers(0))
-    hits = {(m, b): {n: 0 for n in names} for m in MARGINS for b in BUDGETS}
+    hits: dict[tuple[float, int], dict[str, list[int]]] = {(m, b): {n: [] for n in names}
+                                                           for m in MARGINS for b in BUDGETS}
     for r in range(args.replicates):
         true = objective(np.random.default_rng([r, 0]))
         top = best_in_box(true)
@@ -141,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             for name, sampler in samplers(r).items():
                 chosen = run_group(sampler, true, budget, np.random.default_rng([r, budget, 1]))
                 for m in MARGINS:
-                    hits[m, budget][name] += chosen >= top - m
-    rate = {k: {n: v / args.replicates for n, v in h.items()} for k, h in hits.items()}
+                    hits[m, budget][name].append(int(chosen >= top - m))
+    rate = {k: {n: float(np.mean(v)) for n, v in h.items()} for k, h in hits.items()}
     print(f"chance that the chosen setting is within the margin of the best ({args.replicates} replicates, "
           f"± 95 % normal interval; {time.perf_counter() - t0:.0f} s)\n")
     print("| margin | samples per group | " + " | ".join(names) + " |")
@@ -150,10 +195,13 @@ def main(argv: list[str] | None = None) -> int:
     for (m, b), row in rate.items():
         cells = (f"{v:.2f} ± {1.96 * np.sqrt(v * (1 - v) / args.replicates):.2f}" for v in row.values())
         print(f"| {m} | {b} | " + " | ".join(cells) + " |")
+    print(f"\npaired, the same {args.replicates} replicates for every sampler\n\n" + paired_table(hits))
     if args.json:
-        with open(args.json, "w") as f:
+        with atomic_open(args.json, "w") as f:
             json.dump({"replicates": args.replicates, "noise": NOISE,
-                       "rate": [{"margin": m, "samples": b, **row} for (m, b), row in rate.items()]}, f, indent=1)
+                       "rate": [{"margin": m, "samples": b, **row} for (m, b), row in rate.items()],
+                       "outcomes": [{"margin": m, "samples": b, **{n: bits(v) for n, v in row.items()}}
+                                    for (m, b), row in hits.items()]}, f, indent=1)
     return 0
 
 

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import optuna
 
-from bench.sampler_choice import BUDGETS, Asha, samplers, search_group
+from bench.sampler_choice import BUDGETS, Asha, bits, paired_table, samplers, search_group
 from ssrl.atomic import atomic_open
 
 FORMAT = 1
@@ -206,15 +206,17 @@ def group_surfaces(surface: Mapping[str, Any]) -> dict[str, Surface]:
     return out
 
 
-def replay(surface: Mapping[str, Any], replicates: int, margins: Sequence[float] = MARGINS,
-           budgets: Sequence[int] = BUDGETS,
-           candidates: Callable[[int], dict[str, optuna.samplers.BaseSampler]] = samplers,
-           ) -> dict[tuple[str, float, int], dict[str, float]]:
-    """Chance of success per (group, margin, budget) and sampler, over `replicates` searches each."""
+def outcomes(surface: Mapping[str, Any], replicates: int, margins: Sequence[float] = MARGINS,
+             budgets: Sequence[int] = BUDGETS,
+             candidates: Callable[[int], dict[str, optuna.samplers.BaseSampler]] = samplers,
+             ) -> dict[tuple[str, float, int], dict[str, list[int]]]:
+    """Per (group, margin, budget) and sampler, whether each of `replicates` searches succeeded (1) or not (0).
+
+    Search r of a group draws the same seed noise for every sampler, so the lists pair up search by search."""
     s = surface["settings"]
     asha = Asha(**s["asha"])
     box = (tuple(s["box_log10"]["lr"]), tuple(s["box_log10"]["weight_decay"]))
-    hits: dict[tuple[str, float, int], dict[str, int]] = {}
+    hits: dict[tuple[str, float, int], dict[str, list[int]]] = {}
     for gi, (group, surf) in enumerate(group_surfaces(surface).items()):
         quality = surf.mean_best
         for budget in budgets:
@@ -225,8 +227,17 @@ def replay(surface: Mapping[str, Any], replicates: int, margins: Sequence[float]
                     chosen = search_group(sampler, budget, surf.trials(rng), asha, box)
                     for m in margins:
                         row = hits.setdefault((group, m, budget), {})
-                        row[name] = row.get(name, 0) + int(quality[chosen] >= quality.max() - m)
-    return {k: {n: v / replicates for n, v in row.items()} for k, row in hits.items()}
+                        row.setdefault(name, []).append(int(quality[chosen] >= quality.max() - m))
+    return hits
+
+
+def replay(surface: Mapping[str, Any], replicates: int, margins: Sequence[float] = MARGINS,
+           budgets: Sequence[int] = BUDGETS,
+           candidates: Callable[[int], dict[str, optuna.samplers.BaseSampler]] = samplers,
+           ) -> dict[tuple[str, float, int], dict[str, float]]:
+    """Chance of success per (group, margin, budget) and sampler, over `replicates` searches each."""
+    hits = outcomes(surface, replicates, margins, budgets, candidates)
+    return {k: {n: float(np.mean(v)) for n, v in row.items()} for k, row in hits.items()}
 
 
 def table(rate: Mapping[tuple[float, int], Mapping[str, float]], n: int) -> str:
@@ -292,10 +303,13 @@ def main(argv: list[str] | None = None) -> int:
         raise fail(f"--margins {' '.join(map(str, bad))}: a margin is a share of the validation score, in (0, 1)")
     surface = load_surface(args.surface)
     t0 = time.perf_counter()
-    rate = replay(surface, args.replicates, args.margins)
+    hits = outcomes(surface, args.replicates, args.margins)
+    rate = {k: {n: float(np.mean(v)) for n, v in row.items()} for k, row in hits.items()}
     groups = surface["settings"]["groups"]
     pooled = {(m, b): {n: float(np.mean([rate[g, m, b][n] for g in groups])) for n in rate[groups[0], m, b]}
               for (_, m, b) in rate}
+    both = {(m, b): {n: [o for g in groups for o in hits[g, m, b][n]] for n in hits[groups[0], m, b]}
+            for (_, m, b) in hits}
     n_runs = len(surface["runs"])
     print(f"{args.surface}: {len(groups)} groups, {n_runs} runs; chance that the chosen grid point is within the "
           f"margin of the best ({args.replicates} searches per group and budget, ± 95 % normal interval; "
@@ -303,13 +317,16 @@ def main(argv: list[str] | None = None) -> int:
     print(describe(surface))
     print(f"all groups ({len(groups)} x {args.replicates} searches per cell)\n")
     print(table(pooled, len(groups) * args.replicates) + "\n")
+    print(f"paired: the same {len(groups)} x {args.replicates} searches for every sampler\n\n{paired_table(both)}\n")
     for g in groups:
         print(f"{g}\n\n" + table({(m, b): v for (gg, m, b), v in rate.items() if gg == g}, args.replicates) + "\n")
     if args.json:
         with atomic_open(args.json, "w") as f:
             json.dump({"surface": str(args.surface), "replicates": args.replicates,
                        "rate": [{"group": g, "margin": m, "samples": b, **row} for (g, m, b), row in rate.items()]
-                       + [{"group": "all", "margin": m, "samples": b, **row} for (m, b), row in pooled.items()]},
+                       + [{"group": "all", "margin": m, "samples": b, **row} for (m, b), row in pooled.items()],
+                       "outcomes": [{"group": g, "margin": m, "samples": b, **{n: bits(v) for n, v in row.items()}}
+                                    for (g, m, b), row in hits.items()]},
                       f, indent=1)
     return 0
 

@@ -78,8 +78,13 @@ def test_replay_prints_tables_and_a_missing_file_or_bad_margin_is_one_line(tmp_p
     assert sampler_real.main(["replay", str(path), "--replicates", "3", "--json", str(tmp_path / "r.json")]) == 0
     out = capsys.readouterr().out
     assert "| 0.02 | 10 |" in out and "tpe-3-mv" in out and f"| -3.5 | {top:.3f} |" in out  # the grid's best
-    rows = json.loads((tmp_path / "r.json").read_text())["rate"]
+    assert "| tpe-3-mv − random |" in out and "McNemar" in out  # the paired table, every search once per sampler
+    saved = json.loads((tmp_path / "r.json").read_text())
+    rows = saved["rate"]
     assert {r["group"] for r in rows} == {"g", "all"} and all(0 <= r["random"] <= 1 for r in rows)
+    by_key = {(r["group"], r["margin"], r["samples"]): r for r in rows}
+    for o in saved["outcomes"]:  # each search's outcome is kept, and they add up to the chance
+        assert len(o["random"]) == 3 and o["random"].count("1") / 3 == by_key[o["group"], o["margin"], o["samples"]]["random"]
 
 
 def test_measure_writes_the_surface_and_a_resumed_measure_trains_only_what_is_missing(
