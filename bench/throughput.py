@@ -49,7 +49,7 @@ from ssrl.data.synth import write_synthetic
 from ssrl.models import build_encoder, build_head
 from ssrl.ssl import build_method
 from ssrl.train.finetuning import Classifier
-from ssrl.train.loop import Signals, batch_indices, check_finite, resolve_device
+from ssrl.train.loop import Signals, batch_indices, resolve_device
 from ssrl.train.precision import autocast, cpu_native_bf16, resolve_precision
 from ssrl.tune.spec import load_sweep
 
@@ -114,7 +114,6 @@ def _step(device: torch.device, precision: str, opt: torch.optim.Optimizer, loss
     """One optimiser step on loss_fn(*inputs) at precision ('fp32' or 'bf16'), as the loops take it."""
     with autocast(device, precision):
         loss = loss_fn(*inputs).float()
-    check_finite(loss, 0)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     opt.step()

@@ -19,10 +19,10 @@ from ssrl.train.embed import Features
 from ssrl.train.handcrafted import fit_control
 from ssrl.train.loop import (
     EarlyStopping,
+    EpochLoss,
     Report,
     Signals,
     batch_indices,
-    check_finite,
     eval_batch_size,
     fit,
     resolve_device,
@@ -156,7 +156,7 @@ def train_epoch(run: Run, opt: torch.optim.Optimizer, loss_fn: nn.Module, augmen
                 gens: tuple[torch.Generator, torch.Generator], epoch: int) -> float:
     """One pass over the labelled subset in shuffled batches; returns the mean training loss."""
     run.net.train()
-    total, seen = 0.0, 0
+    losses = EpochLoss(epoch)
     for idx in batch_indices(len(run.sources[0]), run.cfg.batch_size, gens[0]):
         x = run.sources[0].get(idx)
         if not run.fast:
@@ -164,12 +164,11 @@ def train_epoch(run: Run, opt: torch.optim.Optimizer, loss_fn: nn.Module, augmen
         with autocast(run.device, run.precision):
             logits = run.net(x).float()
         loss = loss_fn(logits, run.y_train[idx.to(run.device)])
-        check_finite(loss, epoch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        total, seen = total + loss.item() * len(idx), seen + len(idx)
-    return total / max(seen, 1)
+        losses.add(loss, weight=len(idx))
+    return losses.mean()
 
 
 def finetune(cfg: FinetuneConfig, report: Report, out_dir: Path | None = None) -> dict:

@@ -19,10 +19,10 @@ from ssrl.models import build_encoder, encoder_kwargs
 from ssrl.ssl import METHODS, build_method
 from ssrl.train.checkpoint import save_encoder
 from ssrl.train.loop import (
+    EpochLoss,
     Report,
     Signals,
     batch_indices,
-    check_finite,
     eval_batch_size,
     fit,
     resolve_device,
@@ -111,19 +111,18 @@ def pretrain_epoch(method: nn.Module, sig: Signals, opt: torch.optim.Optimizer, 
                    precision: str, steps: int) -> float:
     """One pass over the pool in shuffled batches of `steps` steps; returns the mean loss."""
     method.train()
-    total, n = 0.0, 0
+    losses = EpochLoss(epoch)
     for step, idx in enumerate(batch_indices(len(sig), cfg.batch_size, gens[0])):
         x = sig.get(idx)  # (B, 12, T)
         inputs = method.inputs(x, augment, gens[1])  # what the method's loss takes, e.g. two augmented views
         with autocast(sig.device, precision):
             loss = method.loss(*inputs).float()
-        check_finite(loss, epoch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        losses.add(loss)
         method.on_step_end(((epoch - 1) * steps + step + 1) / (cfg.epochs * steps))
-        total, n = total + loss.item(), n + 1
-    return total / max(n, 1)
+    return losses.mean()
 
 
 def pretrain(cfg: PretrainConfig, report: Report, out_dir: Path) -> dict:
