@@ -16,6 +16,7 @@ from torch import nn
 
 from ssrl.atomic import atomic_open
 from ssrl.data import ECGData
+from ssrl.train.step import adamw
 
 Report = Callable[[dict[str, Any]], None]
 STATE_FILE = "state.pt"
@@ -222,7 +223,7 @@ def fit(module: nn.Module, params: list[nn.Parameter], budget: tuple[float, floa
     epoch that ran. gens = (data order, augmentation) generators, restored on resume as the module is.
     """
     lr, weight_decay, epochs = budget
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    opt = adamw(params, lr, weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     epoch, best, history = 0, None, []
     state = LoopState.load(out_dir)
