@@ -14,8 +14,10 @@ Both: same model and initial weights, batch size, torch threads, optimiser and l
 measurement is one epoch of `--steps` batches over exactly `steps x batch` records, timed from
 creating the batch iterator to the last optimiser step, after a warm-up epoch of `--warmup` steps;
 the variants are interleaved `--repeats` times and the median is reported. `naive_samples_per_s`
-is the faster of the naive worker settings. Data: a synthetic PTB-XL of `--records` records,
-written and cached once under `--cache-dir`.
+is the faster of the naive worker settings. `cpu_samples_per_s` divides by the CPU seconds of the
+benchmark process instead (its threads; DataLoader workers not counted): with idle threads passive
+(below) it holds up when other jobs share the cores and wall-clock rates swing. Data: a synthetic
+PTB-XL of `--records` records, written and cached once under `--cache-dir`.
 
 Model width and batch sizes are those the sweeps train at `--scale` (sweeps/pretrain.yaml for
 pretraining, sweeps/scarcity.yaml for fine-tuning): `demo` (the default on CPU: cnn6 width 16,
@@ -87,12 +89,14 @@ def _sync(device: torch.device) -> None:
 
 
 class Clock:
-    """Seconds per stage of a step (CPU only: on CUDA the stages overlap, only the total counts)."""
+    """Seconds per stage of a step (CPU only: on CUDA the stages overlap, only the total counts), and the
+    CPU seconds of this process (its threads; not DataLoader workers), which hold up on shared cores."""
 
     def __init__(self, device: torch.device) -> None:
         self.device, self.spent = device, {}
         _sync(device)
         self.t0 = self.t = time.perf_counter()
+        self.cpu0 = time.process_time()
 
     def lap(self, name: str) -> None:
         """Charge the time since the last lap to `name`."""
@@ -105,6 +109,10 @@ class Clock:
         """Seconds since the clock was made, after the device is done."""
         _sync(self.device)
         return time.perf_counter() - self.t0
+
+    def cpu(self) -> float:
+        """CPU seconds of this process since the clock was made (call after total())."""
+        return time.process_time() - self.cpu0
 
 
 def _model(task: str, args: argparse.Namespace, device: torch.device, precision: str,
@@ -237,15 +245,17 @@ def peak_tflops(args: argparse.Namespace, device: torch.device) -> tuple[float |
 
 def _summary(clock: Clock, args: argparse.Namespace, warm: float) -> dict:
     total = clock.total()
-    return {"samples_per_s": args.steps * args.batch_size / total, "seconds": total, "warmup_s": warm,
+    n = args.steps * args.batch_size
+    return {"samples_per_s": n / total, "seconds": total, "warmup_s": warm, "cpu_samples_per_s": n / clock.cpu(),
             "ms_per_step": {k: 1e3 * v / args.steps for k, v in clock.spent.items()} or None}
 
 
 def _median(runs: list[dict]) -> dict:
     """The run with the median samples/s, with every repeat's samples/s beside it."""
-    rates = [r["samples_per_s"] for r in runs]
+    rates, cpu = [r["samples_per_s"] for r in runs], [r["cpu_samples_per_s"] for r in runs]
     mid = sorted(runs, key=lambda r: r["samples_per_s"])[(len(runs) - 1) // 2]
-    return {**mid, "samples_per_s": statistics.median(rates), "repeats": rates}
+    return {**mid, "samples_per_s": statistics.median(rates), "repeats": rates,
+            "cpu_samples_per_s": statistics.median(cpu), "cpu_repeats": cpu}
 
 
 def task_rows(data: ECGData, task: str, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -313,6 +323,8 @@ def _task_summary(res: dict[str, dict], targs: argparse.Namespace) -> dict:
     fast_s, bound_s = res["fast"]["samples_per_s"], res["bound"]["samples_per_s"]
     best_naive = max((v["samples_per_s"] for k, v in res.items() if k.startswith("naive")), default=float("nan"))
     return {"samples_per_s": fast_s, "bound_samples_per_s": bound_s, "naive_samples_per_s": best_naive,
+            "cpu_samples_per_s": res["fast"]["cpu_samples_per_s"],
+            "bound_cpu_samples_per_s": res["bound"]["cpu_samples_per_s"],
             "fraction_of_bound": fast_s / bound_s, "speedup": fast_s / best_naive, "precision": targs.precision,
             "naive_precision": "fp32", "width": targs.width or "default", "batch_size": targs.batch_size,
             "variants": res}
