@@ -4,9 +4,9 @@
 step stays outside) in torch.compile with static shapes; on CUDA in mode "reduce-overhead", which replays
 the forward and the backward as CUDA graphs (one launch each instead of hundreds of kernels). A trailing
 partial batch is the same size every epoch, so it compiles once, as its own graph, not every epoch.
-`auto` compiles on CUDA only. On CPU the first compile of the cnn6 SimCLR step (forward and backward, cold
-inductor cache) took 111 s on the 2-core dev VM beside other work, about a whole demo-scale pretraining
-trial (12 epochs, 101 s in docs/RESULTS.md section 3).
+`auto` compiles on CUDA only. On a 2-core CPU the first compile of the demo's cnn6 SimCLR step (forward and
+backward, cold inductor cache) took 44 CPU s, 38 s wall, for a step 10 % faster per CPU second after it; the
+fine-tuning step 21 CPU s for 7 % (docs/RESULTS.md section 16): more than a demo trial wins back.
 """
 
 from __future__ import annotations
