@@ -37,6 +37,17 @@ def test_the_compile_setting_is_checked_when_the_config_is_made(cls):
     assert from_dict(cls, {"compile": "off"}).compile == "off"
 
 
+def test_the_compile_setting_stays_out_of_the_pretraining_reuse_key():
+    """Like the device, `compile` changes float rounding only: encoders pretrained under any setting (or before
+    the setting existed) are reused; a learning setting still changes the key."""
+    from ssrl.tune.stages import pretrain_key
+
+    base = PretrainConfig(data_root="/d", method="simclr", encoder="cnn6")
+    keys = {pretrain_key(dataclasses.replace(base, compile=c), "f" * 64) for c in ("auto", "on", "off")}
+    assert len(keys) == 1
+    assert pretrain_key(dataclasses.replace(base, lr=base.lr * 2), "f" * 64) not in keys
+
+
 def test_auto_compiles_on_cuda_only_and_on_needs_a_compiler_on_cpu(monkeypatch):
     assert step.resolve_compile("auto", CPU) is False
     assert step.resolve_compile("auto", CUDA) is True
