@@ -46,7 +46,8 @@ def throughput(args: argparse.Namespace, ecg: ECGData) -> dict:
     gpu_data.prepare(records, Path(args.cache_dir))  # its data, cached without wfdb (reused when it is ours)
     res = tp.run(tp.parse_args(_throughput_argv(args, records)))
     keep = ("samples_per_s", "bound_samples_per_s", "naive_samples_per_s", "speedup", "fraction_of_bound",
-            "precision", "width", "batch_size")
+            "precision", "width", "batch_size", "flops_per_sample", "tflops", "peak_tflops", "share_of_peak",
+            "step_alone_share_of_peak", "compile_s")
     out = {task: {k: res[task][k] for k in keep if k in res[task]} for task in tp.TASKS if task in res}
     out["naive"] = "measured" if wfdb_available() else "skipped: wfdb is not installed (the offline bundle brings it)"
     out["settings"] = res.get("settings", {})

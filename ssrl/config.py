@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 C = TypeVar("C")
 PRECISIONS = ("auto", "fp32", "bf16")  # ssrl.train.precision resolves "auto" on the device
+COMPILES = ("auto", "on", "off")  # ssrl.train.step resolves "auto" on the device
 # BatchNorm statistics a training encoder is evaluated with: recomputed on the labelled training subset
 # before every validation ("precise"), or the running averages training left ("running", the reference's).
 BN_STATS = ("precise", "running")
@@ -61,6 +62,7 @@ class DataSettings:
     cache_dir: str = ""  # "" = $SSRL_CACHE_DIR or ~/.cache/ssrl
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     precision: str = "auto"  # "auto" (bf16 where native: CUDA, AVX512-BF16/AMX CPUs) | "fp32" | "bf16"
+    compile: str = "auto"  # torch.compile the training step: "auto" (on CUDA only) | "on" | "off"
     encoder: str = "cnn6"
     encoder_width: int = 0  # 0 = the encoder's default width
     seed: int = 42
@@ -224,6 +226,10 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+# Text settings whose words YAML 1.1 reads as booleans (`compile: on` is True): false/true back to the words.
+_BOOL_WORDS = {"compile": ("off", "on")}
+
+
 def _coerce(cls: type, name: str, value: Any) -> Any:
     """A setting's value as its field's type: numbers from numbers or numeric text (YAML reads 5e-3 as text),
     never from true/false; a [low, high] range for a tuple field. One rule for every config and sweep section."""
@@ -237,6 +243,8 @@ def _coerce(cls: type, name: str, value: Any) -> Any:
     if kind == "tuple":
         return _range(name, value)
     if kind == "str":
+        if isinstance(value, bool) and name in _BOOL_WORDS:  # YAML 1.1 reads a bare on/off as true/false
+            return _BOOL_WORDS[name][value]
         return str(value)
     try:
         if isinstance(value, bool):
@@ -272,6 +280,8 @@ def _check_common(cfg: DataSettings) -> None:
         raise ConfigError(f"sampling_rate {cfg.sampling_rate} is not available; use 100 or 500")
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"precision {cfg.precision!r} is unknown; use one of {', '.join(PRECISIONS)}")
+    if cfg.compile not in COMPILES:
+        raise ConfigError(f"compile {cfg.compile!r} is unknown; use one of {', '.join(COMPILES)}")
 
 
 def require_positive(cfg: Any, *names: str) -> None:

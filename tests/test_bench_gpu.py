@@ -61,7 +61,12 @@ def _check_cpu_stages(st: dict) -> None:
     assert sorted(st["checks"]["passed"]) == sorted(set(gpu_checks.CHECKS) - set(gpu_checks.CUDA_ONLY))
     assert sorted(st["checks"]["skipped"]) == sorted(gpu_checks.CUDA_ONLY)
     assert st["checks"]["details"]["autocast_bf16"]["precision"] == "bf16"
-    assert st["throughput"]["pretrain"]["samples_per_s"] > 0 and st["throughput"]["finetune"]["samples_per_s"] > 0
+    for task in ("pretrain", "finetune"):
+        tp = st["throughput"][task]
+        assert tp["samples_per_s"] > 0 and tp["flops_per_sample"] > 0
+        assert tp["tflops"] == pytest.approx(tp["flops_per_sample"] * tp["samples_per_s"] / 1e12)
+        # no nominal peak is known for a CPU, and `compile: auto` leaves the CPU step eager: nothing compiled
+        assert tp["peak_tflops"] is None and tp["share_of_peak"] is None and tp["compile_s"] is None
 
 
 @pytest.mark.e2e

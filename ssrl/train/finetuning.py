@@ -19,10 +19,10 @@ from ssrl.train.embed import Features
 from ssrl.train.handcrafted import fit_control
 from ssrl.train.loop import (
     EarlyStopping,
+    EpochLoss,
     Report,
     Signals,
     batch_indices,
-    check_finite,
     eval_batch_size,
     fit,
     resolve_device,
@@ -31,6 +31,7 @@ from ssrl.train.loop import (
 )
 from ssrl.train.metrics import choose_thresholds, multilabel_metrics, singlelabel_metrics, val_score
 from ssrl.train.precision import autocast, resolve_precision
+from ssrl.train.step import LossOf, compile_step, resolve_compile, train_step
 
 
 class Classifier(nn.Module):
@@ -152,24 +153,28 @@ def prepare(cfg: FinetuneConfig) -> Run:
                torch.as_tensor(train_all.y[pick], device=device), device, precision, fast)
 
 
-def train_epoch(run: Run, opt: torch.optim.Optimizer, loss_fn: nn.Module, augment: Augment,
+def classifier_loss(net: nn.Module, loss_fn: nn.Module, device: torch.device, precision: str) -> LossOf:
+    """The part of a step that compiles: loss_fn(net(x) at `precision`, cast to fp32, y) for (x, y)."""
+
+    def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with autocast(device, precision):
+            logits = net(x).float()  # (B, C)
+        return loss_fn(logits, y)
+
+    return loss_of
+
+
+def train_epoch(run: Run, opt: torch.optim.Optimizer, loss_of: LossOf, augment: Augment,
                 gens: tuple[torch.Generator, torch.Generator], epoch: int) -> float:
     """One pass over the labelled subset in shuffled batches; returns the mean training loss."""
     run.net.train()
-    total, seen = 0.0, 0
+    losses = EpochLoss(epoch)
     for idx in batch_indices(len(run.sources[0]), run.cfg.batch_size, gens[0]):
         x = run.sources[0].get(idx)
         if not run.fast:
             x = augment(x, gens[1])
-        with autocast(run.device, run.precision):
-            logits = run.net(x).float()
-        loss = loss_fn(logits, run.y_train[idx.to(run.device)])
-        check_finite(loss, epoch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        total, seen = total + loss.item() * len(idx), seen + len(idx)
-    return total / max(seen, 1)
+        losses.add(train_step(opt, loss_of, x, run.y_train[idx.to(run.device)]), weight=len(idx))
+    return losses.mean()
 
 
 def finetune(cfg: FinetuneConfig, report: Report, out_dir: Path | None = None) -> dict:
@@ -182,9 +187,11 @@ def finetune(cfg: FinetuneConfig, report: Report, out_dir: Path | None = None) -
     augment = build_augment(cfg.spec.augment, cfg.sampling_rate, cfg.task)
     gens = (gen, torch.Generator(device=run.device).manual_seed(cfg.seed + 1))
     stopper = EarlyStopping(cfg.patience)
+    compiled = resolve_compile(cfg.compile, run.device)
+    loss_of = compile_step(classifier_loss(run.net, loss_fn, run.device, run.precision), run.device, compiled)
 
     def step(opt: torch.optim.Optimizer, gens: tuple[torch.Generator, torch.Generator], epoch: int) -> dict:
-        return {"train_loss": train_epoch(run, opt, loss_fn, augment, gens, epoch)}
+        return {"train_loss": train_epoch(run, opt, loss_of, augment, gens, epoch)}
 
     def validate(epoch: int, row: dict, best: dict | None) -> dict | None:
         run.refresh_bn()  # the snapshot below keeps these statistics with the weights
@@ -193,7 +200,7 @@ def finetune(cfg: FinetuneConfig, report: Report, out_dir: Path | None = None) -
         if stopper.update(row["val_score"], epoch):
             best = snapshot(run.net)
         row.update(val_classes_used=classes_used(p_val), best_epoch=stopper.best_epoch,
-                   best_val_score=stopper.best, precision=run.precision)
+                   best_val_score=stopper.best, precision=run.precision, compiled=compiled)
         return best
 
     params = [p for p in run.net.parameters() if p.requires_grad]

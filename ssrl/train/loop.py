@@ -16,6 +16,7 @@ from torch import nn
 
 from ssrl.atomic import atomic_open
 from ssrl.data import ECGData
+from ssrl.train.step import adamw
 
 Report = Callable[[dict[str, Any]], None]
 STATE_FILE = "state.pt"
@@ -119,10 +120,45 @@ class EarlyStopping:
         return self.bad_epochs >= self.patience
 
 
-def check_finite(loss: torch.Tensor, epoch: int) -> None:
-    """Raise TrainingDiverged when a loss is NaN or infinite."""
-    if not torch.isfinite(loss):
-        raise TrainingDiverged(f"loss became {loss.item()} in epoch {epoch}; lower the learning rate")
+# Reading a value off the device waits for it (a host sync: on CUDA the queue of kernels drains), so an epoch's
+# losses are summed on the device and read every CHECK_EVERY steps and at the end of the epoch: a loss that
+# turns NaN or infinite raises at most CHECK_EVERY - 1 steps later.
+CHECK_EVERY = 16
+
+
+class EpochLoss:
+    """An epoch's loss sum, kept on the device in float64 and read every `every` steps and at the end.
+
+    float64 on the device gives bitwise the Python sum of loss.item() values the loops kept before; the sum
+    is non-finite once any loss was, so it is all that is read.
+    """
+
+    def __init__(self, epoch: int, every: int | None = None) -> None:
+        self.epoch, self.every = epoch, every or CHECK_EVERY
+        self.total: torch.Tensor | None = None  # () float64 on the loss's device
+        self.weight, self.steps, self.checked = 0, 0, 0  # summed weight, steps added, steps read and finite
+
+    def add(self, loss: torch.Tensor, weight: int = 1) -> None:
+        """Add weight x loss (a scalar tensor, left on its device); read the sum every `every` steps."""
+        if self.total is None:
+            self.total = torch.zeros((), dtype=torch.float64, device=loss.device)
+        self.total.add_(loss.detach().double() * weight)
+        self.weight, self.steps = self.weight + weight, self.steps + 1
+        if self.steps % self.every == 0:
+            self.check()
+
+    def check(self) -> float:
+        """The sum so far (one host sync); TrainingDiverged if a loss of this epoch was NaN or infinite."""
+        total = 0.0 if self.total is None else self.total.item()
+        if not math.isfinite(total):
+            raise TrainingDiverged(f"loss became {total} in epoch {self.epoch} (steps {self.checked + 1}-"
+                                   f"{self.steps}); lower the learning rate")
+        self.checked = self.steps
+        return total
+
+    def mean(self) -> float:
+        """The weighted mean loss of the epoch, checked."""
+        return self.check() / max(self.weight, 1)
 
 
 def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -187,7 +223,7 @@ def fit(module: nn.Module, params: list[nn.Parameter], budget: tuple[float, floa
     epoch that ran. gens = (data order, augmentation) generators, restored on resume as the module is.
     """
     lr, weight_decay, epochs = budget
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    opt = adamw(params, lr, weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     epoch, best, history = 0, None, []
     state = LoopState.load(out_dir)

@@ -19,10 +19,10 @@ from ssrl.models import build_encoder, encoder_kwargs
 from ssrl.ssl import METHODS, build_method
 from ssrl.train.checkpoint import save_encoder
 from ssrl.train.loop import (
+    EpochLoss,
     Report,
     Signals,
     batch_indices,
-    check_finite,
     eval_batch_size,
     fit,
     resolve_device,
@@ -30,6 +30,7 @@ from ssrl.train.loop import (
 )
 from ssrl.train.metrics import val_score
 from ssrl.train.precision import autocast, resolve_precision
+from ssrl.train.step import LossOf, compile_step, resolve_compile, train_step
 
 # HANDED_ON is the encoder handed to fine-tuning, chosen without labels (selection "last": the last
 # epoch's, written once when training ends), so no label of any split touches pretraining. LAST is the
@@ -106,24 +107,28 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return max(1, sum(1 for _ in batch_indices(n, batch_size, torch.Generator())))
 
 
+def method_loss(method: nn.Module, device: torch.device, precision: str) -> LossOf:
+    """The part of a step that compiles: method.loss(*inputs) at `precision`, returned as an fp32 scalar."""
+
+    def loss_of(*inputs: torch.Tensor) -> torch.Tensor:
+        with autocast(device, precision):
+            return method.loss(*inputs).float()
+
+    return loss_of
+
+
 def pretrain_epoch(method: nn.Module, sig: Signals, opt: torch.optim.Optimizer, augment: Augment,
                    gens: tuple[torch.Generator, torch.Generator], cfg: PretrainConfig, epoch: int,
-                   precision: str, steps: int) -> float:
+                   loss_of: LossOf, steps: int) -> float:
     """One pass over the pool in shuffled batches of `steps` steps; returns the mean loss."""
     method.train()
-    total, n = 0.0, 0
+    losses = EpochLoss(epoch)
     for step, idx in enumerate(batch_indices(len(sig), cfg.batch_size, gens[0])):
         x = sig.get(idx)  # (B, 12, T)
         inputs = method.inputs(x, augment, gens[1])  # what the method's loss takes, e.g. two augmented views
-        with autocast(sig.device, precision):
-            loss = method.loss(*inputs).float()
-        check_finite(loss, epoch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        losses.add(train_step(opt, loss_of, *inputs))
         method.on_step_end(((epoch - 1) * steps + step + 1) / (cfg.epochs * steps))
-        total, n = total + loss.item(), n + 1
-    return total / max(n, 1)
+    return losses.mean()
 
 
 def pretrain(cfg: PretrainConfig, report: Report, out_dir: Path) -> dict:
@@ -143,12 +148,14 @@ def pretrain(cfg: PretrainConfig, report: Report, out_dir: Path) -> dict:
     probe = make_probe(data, cfg, device)
     meta = {"probe_at_init": probe.score(method.encoder) if probe else None, "n_pool": len(pool)}  # in every row
     steps = steps_per_epoch(len(sig), cfg.batch_size)
+    compiled = resolve_compile(cfg.compile, device)
+    loss_of = compile_step(method_loss(method, device, precision), device, compiled)  # built once: compiled once
 
     def step(opt: torch.optim.Optimizer, gens: tuple[torch.Generator, torch.Generator], epoch: int) -> dict:
-        return {"train_loss": pretrain_epoch(method, sig, opt, augment, gens, cfg, epoch, precision, steps)}
+        return {"train_loss": pretrain_epoch(method, sig, opt, augment, gens, cfg, epoch, loss_of, steps)}
 
     def after(epoch: int, row: dict, best: None) -> None:
-        row.update(precision=precision, **meta)
+        row.update(precision=precision, compiled=compiled, **meta)
         if probe is not None and (epoch % cfg.probe_every == 0 or epoch == cfg.epochs):
             row["probe_score"] = probe.score(method.encoder)  # logged, never used to pick an epoch
         # the handed-on encoder is the last epoch's, so it is written once, when training ends

@@ -27,8 +27,9 @@ from ssrl.tune.search import GroupedASHA, GroupedOptunaSearch, best_per_group
 from ssrl.tune.spec import Cell, SweepSpec
 from ssrl.tune.trainables import METRIC, finetune_trainable, pretrain_trainable, resilient
 
-# Settings that say where and how to run, not what is learnt: left out of the reuse key.
-_NOT_IN_KEY = ("data_root", "cache_dir", "device")
+# Settings that say where and how to run, not what is learnt: left out of the reuse key. `compile` changes
+# float rounding only, as the device does (and kept out, every key stays what it was before the setting).
+_NOT_IN_KEY = ("data_root", "cache_dir", "device", "compile")
 
 
 @dataclass
