@@ -85,12 +85,7 @@ def compare(task: str, args: argparse.Namespace, device: torch.device) -> dict:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The benchmark's command line (data, scale and sizes as bench.throughput's)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--encoder", default="cnn6")
-    p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
-    p.add_argument("--scale", choices=["demo", "paper"], help="the sweeps' widths and batches (default: demo on "
-                   "CPU, paper on CUDA)")
-    p.add_argument("--width", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=0)
+    tp.add_size_args(p)
     p.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16"])
     p.add_argument("--steps", type=int, default=5, help="steps per timed round")
     p.add_argument("--repeats", type=int, default=8, help="rounds, eager and compiled alternated")

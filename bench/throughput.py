@@ -361,15 +361,20 @@ def _log(task: str, runs: dict[str, list[dict]]) -> None:
     print(f"{task}: {last} samples/s (load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The benchmark's command line."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_size_args(p: argparse.ArgumentParser) -> None:
+    """Encoder, device, scale, width and batch size: the options this benchmark and bench.compile_step share."""
     p.add_argument("--encoder", default="cnn6")
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     p.add_argument("--scale", choices=["demo", "paper"], help="width and batch sizes of the sweeps at this scale "
                    "(default: demo on CPU, paper on CUDA)")
     p.add_argument("--width", type=int, default=0, help="encoder width (default: the scale's)")
     p.add_argument("--batch-size", type=int, default=0, help="batch size of both tasks (default: the scale's)")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The benchmark's command line."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_size_args(p)
     p.add_argument("--steps", type=int, default=3, help="timed steps (one epoch of steps x batch records)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=1, help="interleaved repeats; the median is reported")
