@@ -41,7 +41,7 @@ PROJECT = "ssrl"
 DEFAULT_PLATFORM = "manylinux_2_28_x86_64"  # the glibc (2.28) that torch's own Linux wheels need
 PLATFORM = re.compile(r"(?:manylinux_2_(\d+)|manylinux2014)_(x86_64|aarch64)")
 # Parts of Ray a Tune run never imports (checked on every module a smoke sweep's driver, workers and
-# Ray's own processes import; docs/RESULTS.md section 14): the Java workers' jars, RLlib, Serve, the
+# Ray's own processes import; docs/RESULTS.md section 15): the Java workers' jars, RLlib, Serve, the
 # LLM libraries and the dashboard's web client (a dashboard head without it logs a warning and runs).
 RAY_UNUSED = ("ray/jars/", "ray/rllib/", "ray/serve/", "ray/llm/", "ray/dashboard/client/build/")
 # xz at its strongest, with a dictionary that spans the largest wheel: the wheels go in uncompressed
