@@ -9,7 +9,7 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo test test-fast lint bench bundle clean
 
 setup: $(VENV)/.installed
 
@@ -38,6 +38,11 @@ lint: setup
 
 bench: setup
 	$(BIN)/python -m bench.throughput --encoder cnn6 --json
+
+# An offline install bundle for a GPU node that has Python and CUDA torch but no package index
+# (scripts/bundle.py; README, "Offline GPU nodes"). For another Python: make bundle BUNDLE_ARGS='--python-version 3.12'
+bundle: setup
+	$(BIN)/python scripts/bundle.py $(BUNDLE_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

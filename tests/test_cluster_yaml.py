@@ -145,8 +145,11 @@ def test_project_and_data_setup(raw):
 
     (mount,) = [remote for remote, local in raw["file_mounts"].items() if local == "."]
     argvs = _invocations(raw["setup_commands"])
-    editable = [a[a.index("-e") + 1] for a in argvs if a[:1] == ["~/venv/bin/pip"] and "-e" in a]
-    assert [_home(e) for e in editable] == [_home(mount)]
+    editable = [re.fullmatch(r"(.*?)(?:\[(.*)\])?", a[a.index("-e") + 1]).groups()
+                for a in argvs if a[:1] == ["~/venv/bin/pip"] and "-e" in a]
+    assert [_home(path) for path, _ in editable] == [_home(mount)]
+    # the head runs `mlflow server`: the full mlflow of the ui extra, not the core's skinny client
+    assert all("ui" in (extras or "").split(",") for _, extras in editable), editable
     # the Ray pinned on the nodes is one the project supports
     (pin,) = [Requirement(arg) for a in argvs if "install" in a for arg in a if arg.startswith("ray[")]
     pyproject = (CLUSTER_YAML.parent / "pyproject.toml").read_text()  # no tomllib on Python 3.10

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import shlex
 import sys
 from pathlib import Path
@@ -108,10 +109,23 @@ def ui_page(base: str, experiment_id: str | None) -> str:
     return f"{base.rstrip('/')}/{page}?workflowType=machine_learning"
 
 
+def mlflow_ui_installed() -> bool:
+    """Whether this environment can serve the MLflow UI: the full mlflow, not only the mlflow-skinny client."""
+    try:
+        importlib.metadata.distribution("mlflow")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 def mlflow_command(uri: str, experiment_id: str | None = None) -> str:
     """How to open the MLflow UI on this store: the command for a local store, the address of a server."""
     if uri.startswith(("http://", "https://")):
         return f"open {ui_page(redact(uri), experiment_id)}"
+    if not mlflow_ui_installed():  # e.g. a GPU node installed from the offline bundle
+        cmd = f"mlflow ui --backend-store-uri {shlex.quote(store(uri))}"
+        return (f"the UI needs the full mlflow (only its client is here): pip install -e '.[ui]' where pip has an "
+                f"index,\n{'':<{_W}} or copy the store to a machine that has it and run there: {cmd}")
     exe = Path(sys.executable).parent / "mlflow"  # the one beside this Python, e.g. .venv/bin/mlflow
     exe_text = shown(exe) if exe.exists() else "mlflow"
     cmd = f"{shlex.quote(exe_text)} ui --backend-store-uri {shlex.quote(store(uri))} --host 127.0.0.1"

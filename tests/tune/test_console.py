@@ -164,6 +164,18 @@ def test_mlflow_command_opens_this_store():
                         rf" +then open http://127.0.0.1:5000/{re.escape(runs)}", cmd), cmd
 
 
+def test_mlflow_command_without_the_ui_says_where_to_get_it(monkeypatch):
+    """With only the skinny client (a GPU node installed from the offline bundle), `mlflow ui` cannot run here."""
+    assert describe.mlflow_ui_installed()  # the test environment has the ui extra
+    monkeypatch.setattr(describe, "mlflow_ui_installed", lambda: False)
+    text = describe.mlflow_command(f"sqlite:///{Path.cwd() / 'runs' / 'mlflow.db'}", "3")
+    first, second = text.splitlines()
+    assert "the UI needs the full mlflow" in first and "pip install -e '.[ui]'" in first
+    assert second.endswith("run there: mlflow ui --backend-store-uri sqlite:///runs/mlflow.db")
+    # a tracking server serves its own UI, whatever is installed here
+    assert describe.mlflow_command("http://127.0.0.1:5000", "3").startswith("open http://127.0.0.1:5000/")
+
+
 # --- exit codes, skipped trials ----------------------------------------------------------------------
 
 
