@@ -9,19 +9,35 @@ export RAY_USAGE_STATS_ENABLED ?= 0
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export RAY_AUTH_MODE ?= disabled
 
-.PHONY: setup demo test test-fast lint bench bundle clean
+.PHONY: setup setup-run demo test test-fast lint bench bundle clean
 
-setup: $(VENV)/.installed
+# Two installs in one .venv: `make demo` needs the package and the MLflow UI only; the tests, lint,
+# benchmarks and the bundle add the dev tools and a Ray head's extras (ray[default], pytest, ruff),
+# which a first run does without (docs/RESULTS.md section 3).
+setup: $(VENV)/.installed-dev
+setup-run: $(VENV)/.installed
 
-# --no-compile: byte-compiling all 2 GB of packages at install took most of the install's CPU time
-# (docs/RESULTS.md section 3); Python compiles the modules a run imports, once, when it first runs.
+# pip installs without byte-compiling (--no-compile: it compiles on one core), then compileall compiles
+# the installed packages on every core. Runs read the .pyc files even where PYTHONDONTWRITEBYTECODE is
+# set (Python images often set it): without them every run, and every Ray worker in it, compiled torch,
+# Ray and MLflow from source again (docs/RESULTS.md section 3). As with pip, a file this Python cannot
+# compile (newer syntax in torch's test helpers) is no install error; compileall skips .pyc up to date.
+SITE = $$($(BIN)/python -c 'import sysconfig as s; print(*{s.get_path("purelib"), s.get_path("platlib")})')
+COMPILE = $(BIN)/python -m compileall -qq -j 0 $(SITE) ssrl || true
+
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q --no-compile $(PIP_C) -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-compile $(PIP_C) -e '.[ui]'
+	$(COMPILE)
 	touch $@
 
-demo: setup
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/python -m pip install -q --no-compile $(PIP_C) -e '.[dev]'
+	$(COMPILE)
+	touch $@
+
+demo: setup-run
 	$(BIN)/python launch.py --sweep scarcity
 
 test: setup
