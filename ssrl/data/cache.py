@@ -44,7 +44,18 @@ class ECGData(PTBXLMeta):
 def default_cache_dir() -> Path:
     """$SSRL_CACHE_DIR, else ~/.cache/ssrl."""
     env = os.environ.get("SSRL_CACHE_DIR")
-    return Path(env) if env else Path.home() / ".cache" / "ssrl"
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "ssrl"
+
+
+def pin_cache_dir() -> None:
+    """Make a relative $SSRL_CACHE_DIR absolute, from this process's working directory.
+
+    Call it before starting processes that read it: Ray runs each trial in a working folder of its own, where
+    a relative path names a new, empty cache (each demo trial rebuilt the 48 MB signal cache there, about
+    10 s a trial, and left it behind)."""
+    env = os.environ.get("SSRL_CACHE_DIR")
+    if env:
+        os.environ["SSRL_CACHE_DIR"] = str(Path(env).expanduser().absolute())
 
 
 def fingerprint(table: PTBXLMeta) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ssrl.data import open_ptbxl, task_labels
+from ssrl.data import open_ptbxl, pin_cache_dir, task_labels
 from ssrl.errors import USER_ERRORS
 from ssrl.kinds import kind_of
 from ssrl.models import encoder_kwargs
@@ -120,6 +120,7 @@ def run_sweep(opts: LaunchOptions) -> dict[str, Any]:
     per stage, failed trials and the summary; Ray's and Tune's own output goes to <out>/logs/ unless
     opts.verbose. With opts.dry_run it prints the plan and returns {} having started and written nothing.
     """
+    pin_cache_dir()  # before Ray starts: its workers inherit the variable but run in trial folders
     if opts.dry_run:
         print(describe.plan(opts), flush=True)
         return {}

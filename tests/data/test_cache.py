@@ -216,3 +216,22 @@ def test_real_cache_roundtrip(real_root: Path, real_cache: Path, monkeypatch: py
     forbid_wfdb(monkeypatch)
     again = open_ptbxl(real_root, cache_dir=real_cache)  # reads no WFDB file (forbidden above)
     assert again.cache_path == data.cache_path
+
+
+def test_pin_cache_dir_keeps_a_relative_cache_where_it_was_named(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process started in another folder (a Ray trial) finds the cache the relative path named here."""
+    from ssrl.data import default_cache_dir, pin_cache_dir
+
+    (tmp_path / "here").mkdir()
+    (tmp_path / "trial").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    monkeypatch.setenv("SSRL_CACHE_DIR", "cache")
+    pin_cache_dir()
+    monkeypatch.chdir(tmp_path / "trial")
+    assert default_cache_dir() == tmp_path / "here" / "cache"
+    monkeypatch.setenv("SSRL_CACHE_DIR", "~/ssrl-cache")
+    assert default_cache_dir() == Path.home() / "ssrl-cache"  # ~ is the user's home, not a folder named ~
+    monkeypatch.delenv("SSRL_CACHE_DIR")
+    pin_cache_dir()  # unset stays unset: the default under the home folder
+    assert "SSRL_CACHE_DIR" not in os.environ and default_cache_dir() == Path.home() / ".cache" / "ssrl"

@@ -4,6 +4,7 @@ built-in synthetic one; and the scale that follows (paper on real data, demo on 
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -87,3 +88,28 @@ def test_a_data_root_in_the_environment_that_is_not_ptbxl_is_an_error_not_the_sy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and str(tmp_path / "absent") in err[0], err
     assert not (home.parent / "cache").exists()
+
+
+def test_a_relative_cache_dir_is_made_absolute_before_ray_starts(launch, monkeypatch, synth_root, tmp_path):
+    """Ray runs every trial in a working folder of its own, so a relative $SSRL_CACHE_DIR handed to its workers
+    named a new, empty cache in each trial (each demo trial rebuilt the signal cache there). The driver makes it
+    absolute before Ray starts, and Ray's workers inherit that."""
+    import ray
+
+    class Started(Exception):
+        pass
+
+    seen = {}
+
+    def init(*args, **kwargs):
+        seen["cache"] = os.environ["SSRL_CACHE_DIR"]
+        raise Started
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SSRL_CACHE_DIR", "rel/cache")
+    with pytest.raises(Started):
+        launch.main(["--sweep", "scarcity", "--scale", "smoke", "--data-root", str(synth_root), "--out", "runs"])
+    assert seen["cache"] == str(tmp_path / "rel" / "cache")
+    assert (tmp_path / "rel" / "cache").is_dir()  # the driver's own cache went to the same folder
