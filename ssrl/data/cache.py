@@ -53,9 +53,8 @@ def pin_cache_dir() -> None:
     Call it before starting processes that read it: Ray runs each trial in a working folder of its own, where
     a relative path names a new, empty cache (each demo trial rebuilt the 48 MB signal cache there, about
     10 s a trial, and left it behind)."""
-    env = os.environ.get("SSRL_CACHE_DIR")
-    if env:
-        os.environ["SSRL_CACHE_DIR"] = str(Path(env).expanduser().absolute())
+    if os.environ.get("SSRL_CACHE_DIR"):
+        os.environ["SSRL_CACHE_DIR"] = str(default_cache_dir().absolute())
 
 
 def fingerprint(table: PTBXLMeta) -> str:
