@@ -71,13 +71,33 @@ def merge(results: list[dict[str, Any]], names: list[str], replace: bool = False
                              "fingerprint": r["dataset"].get("fingerprint"), "cells": len(r["cells"]),
                              "replaced": [list(k) for k in sorted(gone, key=str)]}
                             for r, n, gone in zip(results, names, dropped)])
-    pre = [r["pretraining"] for r in results if r.get("pretraining")]
+    pre = pretraining(results)
     if pre:
-        out["pretraining"] = pre[0]
+        out["pretraining"] = pre
     for key in ("baseline_track", "trivial_baseline"):
         if key in first:
             out[key] = first[key]
     return out
+
+
+def pretraining(results: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The merged file's account of its encoders: every run's methods, per seed only when every run's were,
+    and per method which seeds had an encoder of their own (``by_method``; a method that two runs pretrained
+    differently is listed with each account)."""
+    blocks = [r["pretraining"] for r in results if r.get("pretraining")]
+    if len(blocks) <= 1:
+        return blocks[0] if blocks else None
+    by_method: dict[str, list[dict]] = {}
+    for block in blocks:
+        for m in block.get("methods", []):
+            account = {"per_seed": block.get("per_seed"), "seeds": block.get("seeds"), "selection": block.get("selection")}
+            if account not in by_method.setdefault(m, []):
+                by_method[m].append(account)
+    selections = sorted({str(b.get("selection")) for b in blocks})
+    return {"methods": list(by_method), "selection": selections[0] if len(selections) == 1 else selections,
+            "per_seed": all(b.get("per_seed") for b in blocks),
+            "seeds": sorted({s for b in blocks for s in b.get("seeds") or []}),
+            "by_method": {m: a[0] if len(a) == 1 else a for m, a in by_method.items()}}
 
 
 def replaced_cells(results: list[dict[str, Any]], names: list[str], replace: bool) -> list[set[tuple]]:

@@ -17,24 +17,28 @@ Y = np.random.default_rng(0).integers(0, 5, len(ECG_IDS))
 CLASSES = ["SR", "AFIB", "STACH", "SARRH", "SBRAD"]
 
 
-def _run(tmp_path: Path, name: str, tracks: list[tuple[str, int]], shuffle: int = 0, y=Y) -> tuple[Path, Path]:
-    """A results file and its predictions file for the given (track, N) conditions, seeds 42 and 52."""
+def _run(tmp_path: Path, name: str, tracks: list[tuple[str, int]], shuffle: int = 0, y=Y,
+         method: str | None = None, pretraining: dict | None = None) -> tuple[Path, Path]:
+    """A results file and its predictions file for the given (track, N) conditions, seeds 42 and 52; `ssl`
+    cells start from `method`'s encoder."""
     rng = np.random.default_rng(len(name))
     order = np.random.default_rng(shuffle).permutation(len(ECG_IDS)) if shuffle else np.arange(len(ECG_IDS))
     trials, rows = [], []
     for track, n in tracks:
         for seed in (42, 52):
             prob = rng.dirichlet(np.ones(5), len(ECG_IDS))
-            row = {"track": track, "method": None, "n_labelled": n, "n_labelled_used": n, "seed": seed, "status": "ok",
-                   "bn_stats": "precise" if track == "scratch" else None,
-                   "collapsed": False if track == "scratch" else None, "test_macro_f1": _score("test_macro_f1", y, prob)}
+            row = {"track": track, "method": method if track == "ssl" else None, "n_labelled": n, "n_labelled_used": n, "seed": seed, "status": "ok",
+                   "bn_stats": "precise" if track in ("scratch", "ssl") else None,
+                   "collapsed": False if track in ("scratch", "ssl") else None, "test_macro_f1": _score("test_macro_f1", y, prob)}
             rows.append(row)
             trials.append({**row, "ecg_id": ECG_IDS[order], "y": y[order], "prob": prob[order], "classes": CLASSES})
-    cells = kind_of("fewshot").cells(rows, "test_macro_f1", [])
+    cells = kind_of("fewshot").cells(rows, "test_macro_f1", [method] if method else [])
     res = {"sweep": "fewshot", "scale": "cpu-full", "run_id": name, "metric": "test_macro_f1", "cells": cells,
            "dataset": {"name": "ptbxl", "sampling_rate": 100, "task": "rhythm5", "fingerprint": name},
            "n_runs": len(rows), "n_failed": 0, "n_skipped": 0, "precision": {"requested": "auto", "used": ["fp32"]},
            "baseline_track": "scratch", "trivial_baseline": {"name": "always SR", "class": "SR", "value": 0.18}}
+    if pretraining:
+        res["pretraining"] = pretraining
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(res))
     return path, write_predictions(tmp_path / f"{name}.npz", "test_macro_f1", trials)
@@ -113,3 +117,23 @@ def test_a_run_from_before_n_labelled_used_merges_with_a_new_one(tmp_path):
     assert all(r["n_labelled_used"] == 70 for c in res["cells"] for r in c["per_seed"])
     metric, rows = rescore(tmp_path / "merged-predictions.npz")
     assert [r["n_labelled_used"] for r in rows] == [70] * 4 and compare(rows, res, metric) == []
+
+
+def test_runs_of_two_methods_pair_and_the_file_accounts_for_both_encoders(tmp_path):
+    """One method per run, each with its own encoder per seed: the merged file compares the methods seed by
+    seed and says, per method, which seeds had an encoder of their own."""
+    pre = {"selection": "last", "per_seed": True, "seeds": [42, 52]}
+    a = _run(tmp_path, "masked", [("scratch", 70), ("ssl", 70)], method="masked", pretraining={"methods": ["masked"], **pre})
+    b = _run(tmp_path, "simclr", [("scratch", 70), ("ssl", 70)], method="simclr", pretraining={"methods": ["simclr"], **pre})
+    out = tmp_path / "merged.json"
+    assert main([str(a[0]), str(b[0]), "--predictions", str(a[1]), str(b[1]), "--out", str(out), "--replace"]) == 0
+    res = json.loads(out.read_text())
+    assert res["pretraining"] == {"methods": ["masked", "simclr"], "selection": "last", "per_seed": True,
+                                  "seeds": [42, 52], "by_method": {"masked": pre, "simclr": pre}}
+    ssl = {c["method"]: c for c in res["cells"] if c["track"] == "ssl"}
+    assert set(ssl) == {"masked", "simclr"} and ssl["simclr"]["between_methods"]["masked"]["n_pairs"] == 2
+    assert ssl["simclr"]["vs_scratch"]["n_pairs"] == 2  # against the later run's scratch, which replaced the first's
+    shared = {"methods": ["masked"], "selection": "last", "per_seed": False, "seeds": [42]}
+    merged = merge([json.loads(a[0].read_text()) | {"pretraining": shared}, json.loads(b[0].read_text())],
+                   ["a", "b"], replace=True)
+    assert merged["pretraining"]["per_seed"] is False and merged["pretraining"]["by_method"]["masked"]["seeds"] == [42]
