@@ -35,7 +35,8 @@ def _finite(values: Sequence[float], name: str = "values") -> np.ndarray:
     return arr
 
 
-STATS_VERSION = 2  # 2: cell intervals of [0, 1] metrics on the logit scale, Holm-adjusted families
+STATS_VERSION = 3  # 2: cell intervals of [0, 1] metrics on the logit scale, Holm-adjusted families;
+                   # 3: a pretrained embedding beside the rhythm features against a random one's (vs_hybrid_random)
 LOGIT_EPS = 1e-4  # values at 0 or 1 are moved this far inside before the logit
 
 
@@ -241,11 +242,16 @@ def add_fewshot_contrasts(cells: list[dict], metric: str) -> list[dict]:
     against scratch with precise statistics) and ``collapse_vs_scratch_p`` (Fisher's exact test of the
     collapse rates; None where a cell has no collapse verdict). A ``running`` cell also gets ``vs_precise``
     and ``collapse_vs_precise_p`` against the same track at the same N with precise statistics: the size of
-    the BatchNorm artefact. Mutates and returns ``cells``.
+    the BatchNorm artefact. A ``hybrid`` cell (a pretrained encoder's embedding beside the heart-rate/RR
+    features) also gets ``vs_hybrid_random`` against ``hybrid_random`` at the same N: does pretraining add
+    anything to physiology that a random encoder's embedding does not. Mutates and returns ``cells``.
     """
     rule = _match(cells, track="hr_rule")
     for cell in cells:
         _vs_controls(cells, cell, rule, metric)
+        random = _match(cells, track="hybrid_random", n_labelled=cell.get("n_labelled"))
+        if cell.get("track") == "hybrid" and random is not None:
+            cell["vs_hybrid_random"] = paired_cells(cell, random, metric)
         base = _match(cells, track="scratch", n_labelled=cell.get("n_labelled"),
                       bn_stats=cell.get("bn_stats") or "precise")
         if cell.get("track") != "scratch" and base is not None:

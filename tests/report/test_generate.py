@@ -108,32 +108,29 @@ def test_published_files_hold_todays_statistics(path):
             assert 0.0 <= cell["ci95"][0] <= cell["mean"] <= cell["ci95"][1] <= 1.0, cell
 
 
-def _renamed(cell: dict, keys: tuple[str, ...]) -> dict:
-    """A cell of a file from before n_labelled_used as restat writes it: the realised count under its own name,
-    per seed too, and n_labelled only where it is the cell's key."""
-    used = cell["n_labelled"]
-    out = {k: v for k, v in cell.items() if k != "n_labelled" or k in keys}
-    out["per_seed"] = [{**{k: v for k, v in r.items() if k != "n_labelled"}, "n_labelled_used": r.get("n_labelled", used)}
+def _as_before_n_labelled_used(cell: dict) -> dict:
+    """A cell as a file from before n_labelled_used held it: the realised count as n_labelled, per seed too."""
+    out = {k: v for k, v in cell.items() if k not in ("n_labelled", "n_labelled_used")}
+    out["per_seed"] = [{**{k: v for k, v in r.items() if k != "n_labelled_used"}, "n_labelled": r["n_labelled_used"]}
                        for r in cell["per_seed"]]
-    return {**out, "n_labelled_used": used}
+    return {**out, "n_labelled": cell["n_labelled_used"]}
 
 
 @pytest.mark.parametrize("name", ["scarcity-ptbxl-cpu.json", "fewshot-cpu-full-with-controls.json"])
 def test_a_file_from_before_n_labelled_used_renders_the_same_table_and_restat_renames_the_count(
         tmp_path, capsys, name):
-    """The published files hold the realised count as n_labelled: their tables read it there, and restat moves it
-    to n_labelled_used (a few-shot cell keeps n_labelled, its key N) with every other value as it was."""
-    src = ROOT / "docs" / "results" / name
-    old = json.loads(src.read_text())
-    assert all("n_labelled_used" not in c and "n_labelled" in c for c in old["cells"])
+    """A published file as it was before n_labelled_used (the realised count as n_labelled) renders the same
+    table, and restat moves the count to n_labelled_used (a few-shot cell keeps n_labelled, its key N) with every
+    other value as it was: back to the published file."""
+    published = json.loads((ROOT / "docs" / "results" / name).read_text())
+    assert all("n_labelled_used" in c for c in published["cells"])
+    old = {**published, "cells": [_as_before_n_labelled_used(c) for c in published["cells"]]}
     path = tmp_path / name
-    path.write_text(src.read_text())
+    path.write_text(json.dumps(old))
     before = markdown(path)
     assert "older version" not in before  # current statistics: nothing recomputed to render it
     assert main(["restat", str(path)]) == 0 and capsys.readouterr().out == f"{path}: rewritten\n"
     new = json.loads(path.read_text())
-    keys = kind_of(old["sweep"]).cell_keys
-    assert new["cells"] == [_renamed(c, keys) for c in old["cells"]]
-    assert {k: v for k, v in new.items() if k != "cells"} == {k: v for k, v in old.items() if k != "cells"}
-    assert markdown(path) == before  # the same table, now read from n_labelled_used
+    assert new == published
+    assert markdown(path) == before == markdown(ROOT / "docs" / "results" / name)  # the same table, now read from n_labelled_used
     assert main(["restat", str(path)]) == 0 and capsys.readouterr().out == f"{path}: already current\n"

@@ -275,6 +275,27 @@ def test_frozen_ssl_tracks_are_compared_with_the_frozen_random_control():
     assert not any("vs_random_frozen" in cells[t] for t in ("supervised", "ssl_finetune", "random_frozen"))
 
 
+def test_a_pretrained_embedding_beside_the_features_is_compared_with_a_random_ones():
+    """Few-shot: hybrid[method] (and only it) gets vs_hybrid_random at the same N, paired by seed, inside the
+    file's family of paired contrasts."""
+    from ssrl.kinds import kind_of
+
+    f1 = {("scratch", None, 70): [0.30, 0.28, 0.31], ("hybrid", "masked", 70): [0.40, 0.36, 0.41],
+          ("hybrid_random", None, 70): [0.33, 0.31, 0.35], ("hybrid", "masked", 300): [0.50, 0.49, 0.52],
+          ("hybrid_random", None, 300): [0.41, 0.44, 0.43], ("scratch", None, 300): [0.42, 0.40, 0.43]}
+    rows = [{"track": t, "method": m, "n_labelled": n, "seed": s, "test_macro_f1": v,
+             "bn_stats": "precise" if t == "scratch" else None, "collapsed": False if t == "scratch" else None}
+            for (t, m, n), vals in f1.items() for s, v in zip((42, 52, 62), vals)]
+    res = kind_of("fewshot").cells(rows, "test_macro_f1", ["masked"])
+    cells = {(c["track"], c["n_labelled"]): c for c in res}
+    for n in (70, 300):
+        d = [a - b for a, b in zip(f1[("hybrid", "masked", n)], f1[("hybrid_random", None, n)])]
+        vs = cells[("hybrid", n)]["vs_hybrid_random"]
+        assert vs["n_pairs"] == 3 and vs["mean_diff"] == pytest.approx(statistics.mean(d))
+        assert vs["p_holm"] >= vs["p_value"]
+    assert not any("vs_hybrid_random" in c for (t, _), c in cells.items() if t != "hybrid")
+
+
 def test_a_fewshot_cell_keeps_its_n_when_a_class_is_short():
     """Trials reporting 65 labelled records in the N = 70 cell stay there and pair with the cells there; the cell
     reports what it trained on apart: one number when its seeds agree, else [min, max]."""
