@@ -186,3 +186,23 @@ def test_controls_sweep_matches_the_fewshot_cpu_full_scale():
     assert (control.seeds, control.task, control.metric, control.data_records) == (
         main.seeds, main.task, main.metric, main.data_records)
     assert not control.needs_pretraining and control.searched_cells == ()
+
+
+@pytest.mark.parametrize("sub", ["simclr", "masked", "."])
+def test_per_seed_scarcity_files_are_the_cpu_scale_for_one_method(sub):
+    """bench/pretrain_variance's scarcity files run sweeps/scarcity.yaml's cpu scale for one method with one
+    encoder per evaluation seed: the same cells, training, search and data, and the first three seeds the
+    sweep's own, so their runs merge into one file and pair by seed (docs/RESULTS.md section 18)."""
+    from ssrl.tune.spec import SWEEPS_DIR
+
+    here = SWEEPS_DIR.parent / "bench" / "pretrain_variance" / sub
+    spec, main = load_sweep("scarcity", "cpu", here), load_sweep("scarcity", "cpu")
+    (method,) = spec.pretrain_methods
+    assert set(spec.cells) == {c for c in main.cells if c.method in ("", method)}
+    assert (spec.train, spec.track_train, spec.search, spec.resources, spec.data_records, spec.task) == (
+        main.train, main.track_train, main.search, main.resources, main.data_records, main.task)
+    assert spec.seeds[:len(main.seeds)] == main.seeds
+    pre = load_sweep("pretrain", "cpu", here)
+    assert pre.methods == (method,) and set(spec.seeds) <= set(pre.seeds)  # every seed has its own encoder
+    base = load_sweep("pretrain", "cpu", SWEEPS_DIR.parent / "bench" / "pretrain_variance")
+    assert pre.train == base.train  # both methods' encoders: 3 epochs on the same pool subsample
