@@ -188,7 +188,7 @@ def test_controls_sweep_matches_the_fewshot_cpu_full_scale():
     assert not control.needs_pretraining and control.searched_cells == ()
 
 
-@pytest.mark.parametrize("sub", ["simclr", "masked", "."])
+@pytest.mark.parametrize("sub", ["simclr", "."])
 def test_per_seed_scarcity_files_are_the_cpu_scale_for_one_method(sub):
     """bench/pretrain_variance's scarcity files run sweeps/scarcity.yaml's cpu scale for one method with one
     encoder per evaluation seed: the same cells, training, search and data, and the first three seeds the
