@@ -249,9 +249,6 @@ def add_fewshot_contrasts(cells: list[dict], metric: str) -> list[dict]:
     rule = _match(cells, track="hr_rule")
     for cell in cells:
         _vs_controls(cells, cell, rule, metric)
-        random = _match(cells, track="hybrid_random", n_labelled=cell.get("n_labelled"))
-        if cell.get("track") == "hybrid" and random is not None:
-            cell["vs_hybrid_random"] = paired_cells(cell, random, metric)
         base = _match(cells, track="scratch", n_labelled=cell.get("n_labelled"),
                       bn_stats=cell.get("bn_stats") or "precise")
         if cell.get("track") != "scratch" and base is not None:
@@ -262,7 +259,7 @@ def add_fewshot_contrasts(cells: list[dict], metric: str) -> list[dict]:
         if cell.get("bn_stats") == "running" and precise is not None:
             cell["vs_precise"] = paired_cells(cell, precise, metric)
             cell["collapse_vs_precise_p"] = fisher_collapse_p(cell, precise)
-    return cells
+    return add_paired_vs(cells, metric, "hybrid_random", ("n_labelled",), tracks=("hybrid",))
 
 
 def _vs_controls(cells: list[dict], cell: dict, rule: dict | None, metric: str) -> None:
