@@ -173,16 +173,36 @@ def load_sweep(name: str, scale: str, sweeps_dir: Path = SWEEPS_DIR) -> SweepSpe
     if scale not in SCALES:
         raise SweepError(f"unknown scale {scale!r}; use one of {', '.join(SCALES)}")
     path = sweeps_dir / f"{name}.yaml"
+    raw = _read(path)
+    try:
+        return _resolve(name, scale, path, raw)
+    except (ConfigError, TypeError, ValueError) as e:
+        raise SweepError(f"{path} (scale {scale}): {e}") from None
+
+
+def _read(path: Path, below: tuple[Path, ...] = ()) -> dict:
+    """A sweep file's settings. ``extends: FILE`` (a path relative to this file) reads FILE first and lays this
+    file over it: mappings merge key by key, scales included, and anything else (a list, a value) replaces."""
     try:
         raw = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as e:
         raise SweepError(f"{path}: cannot read sweep file ({str(e).splitlines()[0]})") from None
     if not isinstance(raw, dict):
         raise SweepError(f"{path}: a sweep file is a mapping of settings")
-    try:
-        return _resolve(name, scale, path, raw)
-    except (ConfigError, TypeError, ValueError) as e:
-        raise SweepError(f"{path} (scale {scale}): {e}") from None
+    if "extends" not in raw:
+        return raw
+    base = raw.pop("extends")
+    if not isinstance(base, str) or not base.strip():
+        raise SweepError(f"{path}: extends={base!r} must be the path of the sweep file this one changes, "
+                         "relative to this file (e.g. extends: ../../sweeps/fewshot.yaml)")
+    chain = (*below, path.resolve())
+    target = (path.parent / base).resolve()
+    if target in chain:
+        raise SweepError(f"{path}: extends {base} makes a loop ({' -> '.join(str(p) for p in (*chain, target))}); "
+                         "a sweep file may extend only a file that does not extend it back")
+    if not target.is_file():
+        raise SweepError(f"{path}: extends {base}, but {target} is not a file; give the path relative to {path.parent}")
+    return _merge(_read(target, chain), raw, keep_scales=True)
 
 
 def _resolve(name: str, scale: str, path: Path, raw: dict) -> SweepSpec:
@@ -313,10 +333,12 @@ def _cells(kind: SweepKind, merged: dict, task: str, methods: tuple[str, ...]) -
                  for m in (methods if TRACKS[c["track"]].init == "ssl" else ("",)))
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy({k: v for k, v in base.items() if k != "scales"})
+def _merge(base: dict, over: dict, keep_scales: bool = False) -> dict:
+    """``over`` laid on ``base``: mappings merge key by key, anything else replaces; a scale's settings are laid on
+    the top level without its ``scales``, a file on the file it extends with them (``keep_scales``)."""
+    out = copy.deepcopy({k: v for k, v in base.items() if keep_scales or k != "scales"})
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+        out[k] = _merge(out[k], v, True) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
     return out
 
 

@@ -206,3 +206,76 @@ def test_per_seed_scarcity_files_are_the_cpu_scale_for_one_method(sub):
     assert pre.methods == (method,) and set(spec.seeds) <= set(pre.seeds)  # every seed has its own encoder
     base = load_sweep("pretrain", "cpu", SWEEPS_DIR.parent / "bench" / "pretrain_variance")
     assert pre.train == base.train  # both methods' encoders: 3 epochs on the same pool subsample
+
+
+def _write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_a_sweep_file_that_extends_another_holds_only_what_differs(tmp_path):
+    """`extends:` lays a file over the one it names (relative to itself): mappings merge key by key, the scales
+    included, lists and values replace; a file may extend one that extends another."""
+    import os
+
+    from ssrl.tune.spec import SWEEPS_DIR
+
+    mine = tmp_path / "mine"
+    _write(mine / "scarcity.yaml", f"extends: {os.path.relpath(SWEEPS_DIR / 'scarcity.yaml', mine)}\n"
+           "pretrain_methods: [masked]\n"
+           "scales:\n  cpu:\n    seeds: [7, 8]\n    fractions: [0.10]\n    train: {lr: 5.0e-3}\n")
+    spec, main = load_sweep("scarcity", "cpu", mine), load_sweep("scarcity", "cpu")
+    assert spec.seeds == (7, 8) and spec.pretrain_methods == ("masked",)
+    assert spec.train == {**main.train, "lr": 5e-3}  # the other training settings are the scale's own
+    assert set(spec.cells) == {c for c in main.cells if c.fraction == 0.10 and c.method in ("", "masked")}
+    assert (spec.track_train, spec.search, spec.resources) == (main.track_train, main.search, main.resources)
+    smoke, main_smoke = load_sweep("scarcity", "smoke", mine), load_sweep("scarcity", "smoke")
+    assert smoke.pretrain_methods == ("masked",)  # a top-level change reaches every scale
+    assert (smoke.seeds, smoke.train) == (main_smoke.seeds, main_smoke.train)  # a scale it leaves is the base's
+    _write(tmp_path / "deeper" / "x" / "scarcity.yaml", "extends: ../../mine/scarcity.yaml\nscales:\n  cpu: {seeds: [9]}\n")
+    deeper = load_sweep("scarcity", "cpu", tmp_path / "deeper" / "x")
+    assert deeper.seeds == (9,) and deeper.cells == spec.cells and deeper.train == spec.train
+
+
+@pytest.mark.parametrize("files, msg", [
+    ({"a": "extends: ../b/scarcity.yaml\n", "b": "extends: ../a/scarcity.yaml\n"}, "makes a loop"),
+    ({"a": "extends: scarcity.yaml\n"}, "makes a loop"),
+    ({"a": "extends: ../nowhere/scarcity.yaml\n"}, "is not a file"),
+    ({"a": "extends: [../b/scarcity.yaml]\n"}, "must be the path"),
+    ({"a": "extends: ../b/scarcity.yaml\n", "b": "extends: ../a/scarcity.yaml\nseeds: [1]\n"}, "makes a loop"),
+])
+def test_a_bad_extends_is_one_line_naming_the_file(tmp_path, files, msg):
+    for folder, text in files.items():
+        _write(tmp_path / folder / "scarcity.yaml", text)
+    with pytest.raises(SweepError, match=msg) as err:
+        load_sweep("scarcity", "cpu", tmp_path / "a")
+    assert str(tmp_path / "a" / "scarcity.yaml") in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_extending_file_is_checked_like_any_other(tmp_path):
+    from ssrl.tune.spec import SWEEPS_DIR
+
+    _write(tmp_path / "scarcity.yaml", f"extends: {SWEEPS_DIR / 'scarcity.yaml'}\nscales:\n  cpu: {{seedz: [1]}}\n")
+    with pytest.raises(SweepError, match="unknown key.*seedz"):
+        load_sweep("scarcity", "cpu", tmp_path)
+
+
+def test_every_bench_sweep_file_is_a_change_to_one_in_sweeps():
+    """The benchmarks' controls and variants (bench/**.yaml) extend sweeps/ (directly, through one another, or
+    as a link) instead of copying it, so a change to the protocol reaches them."""
+    import yaml
+
+    from ssrl.tune.spec import SWEEPS_DIR
+
+    files = sorted((SWEEPS_DIR.parent / "bench").rglob("*.yaml"))
+    assert len(files) >= 10
+    for f in files:
+        path, seen = f, []
+        while path.resolve().parent != SWEEPS_DIR.resolve():
+            raw = yaml.safe_load(path.read_text())
+            assert "extends" in raw, f"{f} copies a sweep file instead of extending one in sweeps/"
+            seen.append(path)
+            path = path.parent / raw["extends"]
+            assert len(seen) < 5, f"{f}: a chain of extends {seen}"
+        assert path.resolve().name == f.name, f"{f} extends {path}, a sweep of another kind"
