@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,15 +19,17 @@ CLASSES = ["SR", "AFIB", "STACH", "SARRH", "SBRAD"]
 
 
 def _run(tmp_path: Path, name: str, tracks: list[tuple[str, int]], shuffle: int = 0, y=Y,
-         method: str | None = None, pretraining: dict | None = None) -> tuple[Path, Path]:
-    """A results file and its predictions file for the given (track, N) conditions, seeds 42 and 52; `ssl`
-    cells start from `method`'s encoder."""
-    rng = np.random.default_rng(len(name))
+         method: str | None = None, pretraining: dict | None = None, seeds=(42, 52),
+         rerun_of: str | None = None) -> tuple[Path, Path]:
+    """A results file and its predictions file for the given (track, N) conditions and seeds; `ssl` cells start
+    from `method`'s encoder. A trial's probabilities follow its run's name, or `rerun_of`'s (a deterministic
+    re-run scores every trial it shares with that run the same)."""
+    salt = zlib.crc32((rerun_of or name).encode())
     order = np.random.default_rng(shuffle).permutation(len(ECG_IDS)) if shuffle else np.arange(len(ECG_IDS))
     trials, rows = [], []
     for track, n in tracks:
-        for seed in (42, 52):
-            prob = rng.dirichlet(np.ones(5), len(ECG_IDS))
+        for seed in seeds:
+            prob = np.random.default_rng([salt, zlib.crc32(track.encode()), n, seed]).dirichlet(np.ones(5), len(ECG_IDS))
             row = {"track": track, "method": method if track == "ssl" else None, "n_labelled": n, "n_labelled_used": n, "seed": seed, "status": "ok",
                    "bn_stats": "precise" if track in ("scratch", "ssl") else None,
                    "collapsed": False if track in ("scratch", "ssl") else None, "test_macro_f1": _score("test_macro_f1", y, prob)}
@@ -137,3 +140,53 @@ def test_runs_of_two_methods_pair_and_the_file_accounts_for_both_encoders(tmp_pa
     merged = merge([json.loads(a[0].read_text()) | {"pretraining": shared}, json.loads(b[0].read_text())],
                    ["a", "b"], replace=True)
     assert merged["pretraining"]["per_seed"] is False and merged["pretraining"]["by_method"]["masked"]["seeds"] == [42]
+
+
+def test_add_seeds_grows_a_benchmark_seed_by_seed(tmp_path):
+    """A later run of one protocol on new seeds (with its controls re-run on the old ones, identically): the
+    cells hold every seed once, contrasts pair over all of them, and the predictions re-score the whole file."""
+    pre = {"methods": ["masked"], "selection": "last", "per_seed": True}
+    a = _run(tmp_path, "first", [("scratch", 70), ("ssl", 70)], method="masked", pretraining={**pre, "seeds": [42, 52]})
+    b = _run(tmp_path, "more", [("scratch", 70), ("ssl", 70)], method="masked", seeds=(72, 82),
+             pretraining={**pre, "seeds": [72, 82]}, shuffle=4, rerun_of="first")
+    c = _run(tmp_path, "controls", [("scratch", 70)], seeds=(42, 52, 72), rerun_of="first")  # a re-run of 3 seeds
+    out = tmp_path / "grown.json"
+    args = [str(a[0]), str(b[0]), str(c[0]), "--predictions", str(a[1]), str(b[1]), str(c[1]), "--out", str(out)]
+    assert main(args) == 2  # the same cells: an error without a flag
+    assert main([*args, "--add-seeds"]) == 0
+    res = json.loads(out.read_text())
+    cells = {c["track"]: c for c in res["cells"]}
+    assert cells["scratch"]["seeds"] == cells["ssl"]["seeds"] == [42, 52, 72, 82] and res["n_runs"] == 8
+    assert cells["ssl"]["vs_scratch"]["n_pairs"] == 4
+    first = {r["seed"]: r for c in json.loads(a[0].read_text())["cells"] for r in c["per_seed"] if c["track"] == "ssl"}
+    assert [r["test_macro_f1"] for r in cells["ssl"]["per_seed"][:2]] == [first[42]["test_macro_f1"], first[52]["test_macro_f1"]]
+    assert res["pretraining"]["by_method"]["masked"]["seeds"] == [42, 52, 72, 82]
+    assert res["merged_from"][0]["repeated"] == [["scratch", None, 70, "precise", 42], ["scratch", None, 70, "precise", 52]]
+    assert res["merged_from"][1]["repeated"] == [["scratch", None, 70, "precise", 72]]
+    metric, rows = rescore(tmp_path / "grown-predictions.npz")
+    assert len(rows) == 8 and compare(rows, res, metric) == []  # each repeated trial joined once
+
+
+def test_add_seeds_refuses_what_is_not_one_protocol(tmp_path):
+    a = _run(tmp_path, "first", [("scratch", 70)])
+    b = _run(tmp_path, "other", [("scratch", 70)], seeds=(52, 62))  # seed 52 scored otherwise: not a re-run
+    load = lambda p: json.loads(p[0].read_text())  # noqa: E731
+    with pytest.raises(ValueError, match="both hold seed 52 .* not a re-run"):
+        merge([load(a), load(b)], ["a", "b"], add_seeds=True)
+    c = _run(tmp_path, "later", [("scratch", 70)], seeds=(62,))
+    for edit, msg in [({"scale": "cpu"}, "scale 'cpu' differs"),
+                      ({"precision": {"requested": "auto", "used": ["bf16"]}}, "precision"),
+                      ({"pretraining": {"methods": [], "per_seed": False}}, None)]:
+        runs = [load(a) | {"pretraining": {"methods": ["masked"], "per_seed": True, "selection": "last"}},
+                load(c) | edit]
+        if msg:
+            with pytest.raises(ValueError, match=msg):
+                merge(runs, ["a", "c"], add_seeds=True)
+        else:  # no method in common: nothing to compare
+            assert merge(runs, ["a", "c"], add_seeds=True)["cells"][0]["seeds"] == [42, 52, 62]
+    shared = load(c) | {"pretraining": {"methods": ["masked"], "per_seed": False, "selection": "last"}}
+    with pytest.raises(ValueError, match="method masked was pretrained otherwise"):
+        merge([load(a) | {"pretraining": {"methods": ["masked"], "per_seed": True, "selection": "last"}}, shared],
+              ["a", "c"], add_seeds=True)
+    with pytest.raises(ValueError, match="give one"):
+        merge([load(a), load(c)], ["a", "c"], replace=True, add_seeds=True)
