@@ -283,8 +283,8 @@ def test_every_bench_sweep_file_is_a_change_to_one_in_sweeps():
 
 def test_the_per_seed_cpu_full_files_are_the_cpu_full_scale_for_masked():
     """bench/pretrain_variance/full: sweeps/ at cpu-full, masked only, one encoder for each of the first three
-    seeds, with the encoders' config unchanged (so a 5-seed run of sweeps/ reuses them) and every condition
-    the cpu-full few-shot sweep runs."""
+    seeds, with the encoders' config unchanged (so a 5-seed run of sweeps/ reuses them), every condition the
+    cpu-full few-shot sweep runs, and the cpu-full scarcity sweep's cells at 1 % with its training."""
     from ssrl.tune.spec import SWEEPS_DIR
 
     here = SWEEPS_DIR.parent / "bench" / "pretrain_variance" / "full"
@@ -294,3 +294,8 @@ def test_the_per_seed_cpu_full_files_are_the_cpu_full_scale_for_masked():
     assert spec.seeds == main.seeds[:3] == pre.seeds and spec.pretrain_methods == ("masked",)
     assert set(spec.cells) == {c for c in main.cells if c.method in ("", "masked")}
     assert (spec.train, spec.search, spec.resources, spec.task) == (main.train, main.search, main.resources, main.task)
+    sc, main_sc = load_sweep("scarcity", "cpu-full", here), load_sweep("scarcity", "cpu-full")
+    assert sc.seeds == pre.seeds and sc.pretrain_methods == ("masked",)
+    assert set(sc.cells) == {c for c in main_sc.cells if c.method in ("", "masked") and c.fraction == 0.01}
+    assert (sc.train, sc.track_train, sc.search, sc.resources) == (
+        main_sc.train, main_sc.track_train, main_sc.search, main_sc.resources)
