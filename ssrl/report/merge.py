@@ -136,7 +136,8 @@ def same_protocol(results: list[dict[str, Any]], names: list[str]) -> None:
 
 def repeated_seeds(results: list[dict[str, Any]], names: list[str]) -> list[set[tuple]]:
     """Per run, the (cell key, seed) rows a later run holds as well: kept once, from the later run. Both must
-    score the same on every metric of the row (a deterministic re-run); a seed scored differently is an error."""
+    score the same on the file's metric (a deterministic re-run); a seed scored differently, or failed in one
+    run only, is an error."""
     keys_of = kind_of(results[0]["sweep"]).cell_keys
     metric = results[0]["metric"]
     seen: dict[tuple, tuple[str, Any]] = {}
