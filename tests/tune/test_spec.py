@@ -299,3 +299,16 @@ def test_the_per_seed_cpu_full_files_are_the_cpu_full_scale_for_masked():
     assert set(sc.cells) == {c for c in main_sc.cells if c.method in ("", "masked") and c.fraction == 0.01}
     assert (sc.train, sc.track_train, sc.search, sc.resources) == (
         main_sc.train, main_sc.track_train, main_sc.search, main_sc.resources)
+
+
+def test_the_seeds_72_82_files_are_the_per_seed_cpu_full_files_for_the_last_two_seeds():
+    """bench/pretrain_variance/full/seeds-72-82 runs ../'s three files for sweeps/'s last two cpu-full seeds and
+    changes nothing else, so its results pool with ../'s (merge --add-seeds) into five seeds of one protocol."""
+    from ssrl.tune.spec import SWEEPS_DIR
+
+    full = SWEEPS_DIR.parent / "bench" / "pretrain_variance" / "full"
+    main_seeds = load_sweep("pretrain", "cpu-full").seeds
+    for kind in ("pretrain", "fewshot", "scarcity"):
+        three, two = load_sweep(kind, "cpu-full", full), load_sweep(kind, "cpu-full", full / "seeds-72-82")
+        assert two.seeds == (72, 82) and three.seeds + two.seeds == main_seeds
+        assert dataclasses.replace(two, seeds=three.seeds, path=three.path) == three, kind
