@@ -3,53 +3,19 @@
 from __future__ import annotations
 
 import json
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import Y, fewshot_run
 
-from ssrl.kinds import kind_of
 from ssrl.report.merge import main, merge, merge_predictions
-from ssrl.report.rescore import _score, compare, rescore, write_predictions
-
-ECG_IDS = np.arange(100, 140)
-Y = np.random.default_rng(0).integers(0, 5, len(ECG_IDS))
-CLASSES = ["SR", "AFIB", "STACH", "SARRH", "SBRAD"]
-
-
-def _run(tmp_path: Path, name: str, tracks: list[tuple[str, int]], shuffle: int = 0, y=Y,
-         method: str | None = None, pretraining: dict | None = None, seeds=(42, 52),
-         rerun_of: str | None = None) -> tuple[Path, Path]:
-    """A results file and its predictions file for the given (track, N) conditions and seeds; `ssl` cells start
-    from `method`'s encoder. A trial's probabilities follow its run's name, or `rerun_of`'s (a deterministic
-    re-run scores every trial it shares with that run the same)."""
-    salt = zlib.crc32((rerun_of or name).encode())
-    order = np.random.default_rng(shuffle).permutation(len(ECG_IDS)) if shuffle else np.arange(len(ECG_IDS))
-    trials, rows = [], []
-    for track, n in tracks:
-        for seed in seeds:
-            prob = np.random.default_rng([salt, zlib.crc32(track.encode()), n, seed]).dirichlet(np.ones(5), len(ECG_IDS))
-            row = {"track": track, "method": method if track == "ssl" else None, "n_labelled": n, "n_labelled_used": n, "seed": seed, "status": "ok",
-                   "bn_stats": "precise" if track in ("scratch", "ssl") else None,
-                   "collapsed": False if track in ("scratch", "ssl") else None, "test_macro_f1": _score("test_macro_f1", y, prob)}
-            rows.append(row)
-            trials.append({**row, "ecg_id": ECG_IDS[order], "y": y[order], "prob": prob[order], "classes": CLASSES})
-    cells = kind_of("fewshot").cells(rows, "test_macro_f1", [method] if method else [])
-    res = {"sweep": "fewshot", "scale": "cpu-full", "run_id": name, "metric": "test_macro_f1", "cells": cells,
-           "dataset": {"name": "ptbxl", "sampling_rate": 100, "task": "rhythm5", "fingerprint": name},
-           "n_runs": len(rows), "n_failed": 0, "n_skipped": 0, "precision": {"requested": "auto", "used": ["fp32"]},
-           "baseline_track": "scratch", "trivial_baseline": {"name": "always SR", "class": "SR", "value": 0.18}}
-    if pretraining:
-        res["pretraining"] = pretraining
-    path = tmp_path / f"{name}.json"
-    path.write_text(json.dumps(res))
-    return path, write_predictions(tmp_path / f"{name}.npz", "test_macro_f1", trials)
+from ssrl.report.rescore import compare, rescore
 
 
 def test_a_later_control_pairs_with_an_earlier_run(tmp_path, capsys):
-    a = _run(tmp_path, "deep", [("scratch", 70)])
-    b = _run(tmp_path, "controls", [("hrv_logreg", 70), ("hr_rule", 0)], shuffle=3)
+    a = fewshot_run(tmp_path, "deep", [("scratch", 70)])
+    b = fewshot_run(tmp_path, "controls", [("hrv_logreg", 70), ("hr_rule", 0)], shuffle=3)
     out = tmp_path / "merged.json"
     assert main([str(a[0]), str(b[0]), "--predictions", str(a[1]), str(b[1]), "--out", str(out)]) == 0
     res = json.loads(out.read_text())
@@ -64,23 +30,23 @@ def test_a_later_control_pairs_with_an_earlier_run(tmp_path, capsys):
 
 
 def test_runs_that_cannot_pair_are_refused(tmp_path):
-    a, b = _run(tmp_path, "a", [("scratch", 70)]), _run(tmp_path, "b", [("scratch", 70)])
+    a, b = fewshot_run(tmp_path, "a", [("scratch", 70)]), fewshot_run(tmp_path, "b", [("scratch", 70)])
     with pytest.raises(ValueError, match="both hold the cell"):
         merge([json.loads(a[0].read_text()), json.loads(b[0].read_text())], ["a", "b"])
-    c = _run(tmp_path, "c", [("hrv_logreg", 70)])
+    c = fewshot_run(tmp_path, "c", [("hrv_logreg", 70)])
     other = json.loads(c[0].read_text())
     other["trivial_baseline"]["class"] = "AFIB"
     with pytest.raises(ValueError, match="not the same test fold"):
         merge([json.loads(a[0].read_text()), other], ["a", "c"])
-    d = _run(tmp_path, "d", [("hrv_logreg", 70)], y=(Y + 1) % 5)
+    d = fewshot_run(tmp_path, "d", [("hrv_logreg", 70)], y=(Y + 1) % 5)
     with pytest.raises(ValueError, match="test labels differ"):
         merge_predictions([a[1], d[1]])
 
 
 def test_replace_takes_a_re_run_cell_from_the_later_run(tmp_path):
     """A control fixed and re-run: --replace drops the earlier run's cell and its trials, and says so."""
-    a = _run(tmp_path, "deep", [("scratch", 70), ("hrv_logreg", 70)])
-    b = _run(tmp_path, "fixed", [("hrv_logreg", 70)], shuffle=5)
+    a = fewshot_run(tmp_path, "deep", [("scratch", 70), ("hrv_logreg", 70)])
+    b = fewshot_run(tmp_path, "fixed", [("hrv_logreg", 70)], shuffle=5)
     out = tmp_path / "m.json"
     assert main([str(a[0]), str(b[0]), "--predictions", str(a[1]), str(b[1]), "--out", str(out)]) == 2
     assert main([str(a[0]), str(b[0]), "--predictions", str(a[1]), str(b[1]), "--out", str(out), "--replace"]) == 0
@@ -109,8 +75,8 @@ def _as_old(results: Path, predictions: Path) -> None:
 
 
 def test_a_run_from_before_n_labelled_used_merges_with_a_new_one(tmp_path):
-    a = _run(tmp_path, "old", [("scratch", 70)])
-    b = _run(tmp_path, "new", [("hrv_logreg", 70)])
+    a = fewshot_run(tmp_path, "old", [("scratch", 70)])
+    b = fewshot_run(tmp_path, "new", [("hrv_logreg", 70)])
     _as_old(*a)
     out = tmp_path / "merged.json"
     assert main([str(a[0]), str(b[0]), "--predictions", str(a[1]), str(b[1]), "--out", str(out)]) == 0
@@ -126,8 +92,8 @@ def test_runs_of_two_methods_pair_and_the_file_accounts_for_both_encoders(tmp_pa
     """One method per run, each with its own encoder per seed: the merged file compares the methods seed by
     seed and says, per method, which seeds had an encoder of their own."""
     pre = {"selection": "last", "per_seed": True, "seeds": [42, 52]}
-    a = _run(tmp_path, "masked", [("scratch", 70), ("ssl", 70)], method="masked", pretraining={"methods": ["masked"], **pre})
-    b = _run(tmp_path, "simclr", [("scratch", 70), ("ssl", 70)], method="simclr", pretraining={"methods": ["simclr"], **pre})
+    a = fewshot_run(tmp_path, "masked", [("scratch", 70), ("ssl", 70)], method="masked", pretraining={"methods": ["masked"], **pre})
+    b = fewshot_run(tmp_path, "simclr", [("scratch", 70), ("ssl", 70)], method="simclr", pretraining={"methods": ["simclr"], **pre})
     out = tmp_path / "merged.json"
     assert main([str(a[0]), str(b[0]), "--predictions", str(a[1]), str(b[1]), "--out", str(out), "--replace"]) == 0
     res = json.loads(out.read_text())
@@ -146,10 +112,10 @@ def test_add_seeds_grows_a_benchmark_seed_by_seed(tmp_path):
     """A later run of one protocol on new seeds (with its controls re-run on the old ones, identically): the
     cells hold every seed once, contrasts pair over all of them, and the predictions re-score the whole file."""
     pre = {"methods": ["masked"], "selection": "last", "per_seed": True}
-    a = _run(tmp_path, "first", [("scratch", 70), ("ssl", 70)], method="masked", pretraining={**pre, "seeds": [42, 52]})
-    b = _run(tmp_path, "more", [("scratch", 70), ("ssl", 70)], method="masked", seeds=(72, 82),
+    a = fewshot_run(tmp_path, "first", [("scratch", 70), ("ssl", 70)], method="masked", pretraining={**pre, "seeds": [42, 52]})
+    b = fewshot_run(tmp_path, "more", [("scratch", 70), ("ssl", 70)], method="masked", seeds=(72, 82),
              pretraining={**pre, "seeds": [72, 82]}, shuffle=4, rerun_of="first")
-    c = _run(tmp_path, "controls", [("scratch", 70)], seeds=(42, 52, 72), rerun_of="first")  # a re-run of 3 seeds
+    c = fewshot_run(tmp_path, "controls", [("scratch", 70)], seeds=(42, 52, 72), rerun_of="first")  # a re-run of 3 seeds
     out = tmp_path / "grown.json"
     args = [str(a[0]), str(b[0]), str(c[0]), "--predictions", str(a[1]), str(b[1]), str(c[1]), "--out", str(out)]
     assert main(args) == 2  # the same cells: an error without a flag
@@ -168,12 +134,12 @@ def test_add_seeds_grows_a_benchmark_seed_by_seed(tmp_path):
 
 
 def test_add_seeds_refuses_what_is_not_one_protocol(tmp_path):
-    a = _run(tmp_path, "first", [("scratch", 70)])
-    b = _run(tmp_path, "other", [("scratch", 70)], seeds=(52, 62))  # seed 52 scored otherwise: not a re-run
+    a = fewshot_run(tmp_path, "first", [("scratch", 70)])
+    b = fewshot_run(tmp_path, "other", [("scratch", 70)], seeds=(52, 62))  # seed 52 scored otherwise: not a re-run
     load = lambda p: json.loads(p[0].read_text())  # noqa: E731
     with pytest.raises(ValueError, match="both hold seed 52 .* not a re-run"):
         merge([load(a), load(b)], ["a", "b"], add_seeds=True)
-    c = _run(tmp_path, "later", [("scratch", 70)], seeds=(62,))
+    c = fewshot_run(tmp_path, "later", [("scratch", 70)], seeds=(62,))
     for edit, msg in [({"scale": "cpu"}, "scale 'cpu' differs"),
                       ({"precision": {"requested": "auto", "used": ["bf16"]}}, "precision"),
                       ({"pretraining": {"methods": [], "per_seed": False}}, None)]:
