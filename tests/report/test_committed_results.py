@@ -51,3 +51,24 @@ def test_published_numbers_rescore_from_their_probabilities(pred: Path):
     bad = compare(rows, results, metric)
     # Exactly the documented gap, no more and no less: a gap that closes should leave this list too.
     assert sorted(bad) == sorted(KNOWN_MISSING.get(_results_of(pred).name, set())), "\n".join(bad)
+
+
+def test_no_published_file_holds_a_path_of_the_machine_that_ran_it():
+    """`python -m ssrl.report publish` writes the dataset's root as ROOT; no published value is a local path."""
+    from ssrl.report.publish import ROOT
+
+    def strings(obj):
+        if isinstance(obj, dict):
+            yield from (s for v in obj.values() for s in strings(v))
+        elif isinstance(obj, list):
+            yield from (s for v in obj for s in strings(v))
+        elif isinstance(obj, str):
+            yield obj
+
+    files = sorted(RESULTS.rglob("*.json"))
+    assert len(files) >= 20
+    for f in files:
+        results = json.loads(f.read_text())
+        assert results.get("dataset", {}).get("root", ROOT) == ROOT, f
+        local = [s for s in strings(results) if s.startswith(("/", "~")) or s[1:3] in (":\\", ":/")]
+        assert local == [], f"{f.name}: {local[:3]}"
