@@ -312,3 +312,20 @@ def test_the_seeds_72_82_files_are_the_per_seed_cpu_full_files_for_the_last_two_
         three, two = load_sweep(kind, "cpu-full", full), load_sweep(kind, "cpu-full", full / "seeds-72-82")
         assert two.seeds == (72, 82) and three.seeds + two.seeds == main_seeds
         assert dataclasses.replace(two, seeds=three.seeds, path=three.path) == three, kind
+
+
+def test_the_five_percent_file_is_the_per_seed_scarcity_file_at_5_percent_for_five_seeds():
+    """bench/pretrain_variance/full/five-percent: ../scarcity.yaml at 5 % instead of 1 %, sweeps/'s five cpu-full
+    seeds on the encoders ../ and ../seeds-72-82 pretrain (same config, so reused), nothing else changed."""
+    from ssrl.tune.spec import SWEEPS_DIR
+
+    full = SWEEPS_DIR.parent / "bench" / "pretrain_variance" / "full"
+    here = full / "five-percent"
+    pre = load_sweep("pretrain", "cpu-full", here)
+    assert pre.seeds == load_sweep("pretrain", "cpu-full").seeds
+    assert dataclasses.replace(pre, seeds=(42, 52, 62), path=full / "pretrain.yaml") == load_sweep("pretrain", "cpu-full", full)
+    one, five = load_sweep("scarcity", "cpu-full", full), load_sweep("scarcity", "cpu-full", here)
+    assert five.seeds == pre.seeds and {c.fraction for c in five.cells} == {0.05}
+    assert {dataclasses.replace(c, fraction=0.01) for c in five.cells} == set(one.cells)
+    assert (five.train, five.track_train, five.search, five.resources, five.pretrain_methods) == (
+        one.train, one.track_train, one.search, one.resources, one.pretrain_methods)
