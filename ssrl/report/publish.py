@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,17 +48,19 @@ def publish(src: Path, out: Path) -> list[Path]:
     dests = [out, out.with_name(out.stem + "-predictions.npz")] + ([out.with_suffix(".png")] if plot else [])
     taken = [str(d) for d in dests if d.exists()]
     if taken:
-        raise ValueError(f"{', '.join(taken)} exists; choose another --out (nothing was overwritten)")
+        raise ValueError(f"{' and '.join(taken)} already there; choose another --out (nothing was overwritten)")
     if not pred.exists():
         raise ValueError(f"{pred} is missing: a published results file goes with the probabilities it was scored from")
     metric, rows = rescore(pred)
     bad = compare(rows, results, metric)
-    if metric != results["metric"] or bad:
-        raise ValueError(f"{pred}: {len(bad)} trials re-score otherwise than {src} says (first: "
-                         f"{(bad or [metric])[0]}); publish the predictions of that run")
+    if metric != results["metric"]:
+        raise ValueError(f"{pred} holds {metric}, {src} reports {results['metric']}: not that run's predictions")
+    if bad:
+        raise ValueError(f"{pred}: {len(bad)} of {len(rows)} trials re-score otherwise than {src} says (first: "
+                         f"{bad[0]}); publish the predictions of that run")
     write_bytes_atomic(dests[1], pred.read_bytes())
     if plot:
-        shutil.copyfile(plot, dests[2])
+        write_bytes_atomic(dests[2], plot.read_bytes())
     write_json_atomic(out, publishable(results))  # last: a results file is only there with its evidence
     return dests
 
