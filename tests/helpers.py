@@ -59,8 +59,8 @@ def fewshot_run(tmp_path: Path, name: str, tracks: list[tuple[str, int]], shuffl
                 method: str | None = None, pretraining: dict | None = None, seeds=(42, 52),
                 rerun_of: str | None = None) -> tuple[Path, Path]:
     """A fewshot results file (tmp_path/NAME.json) and its predictions file (NAME.npz) for the given (track, N)
-    conditions and seeds; `ssl` cells start from `method`'s encoder. A trial's probabilities follow its run's name, or `rerun_of`'s (a deterministic
-    re-run scores every trial it shares with that run the same)."""
+    conditions and seeds; `ssl` cells start from `method`'s encoder. A trial's probabilities follow its run's
+    name, or `rerun_of`'s (a deterministic re-run scores every trial it shares with that run the same)."""
     from ssrl.kinds import kind_of
     from ssrl.report.rescore import _score, write_predictions
 

@@ -30,7 +30,7 @@ import numpy as np
 from ssrl.kinds import kind_of
 from ssrl.report.generate import cell_key, methods_of, rows_of
 from ssrl.report.io import write_bytes_atomic, write_json_atomic
-from ssrl.report.rescore import read_meta
+from ssrl.report.rescore import predictions_beside, read_meta
 from ssrl.report.stats import STATS_VERSION, holm_account
 
 SAME = ("sweep", "metric")
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.predictions) != len(args.results):
         print("error: give one --predictions file per results file, in the same order", file=sys.stderr)
         return 2
-    dest = args.out.with_name(args.out.stem + "-predictions.npz")
+    dest = predictions_beside(args.out)
     if args.out.exists() or dest.exists():
         print(f"error: {args.out} or {dest} exists; choose another --out (nothing was overwritten)", file=sys.stderr)
         return 2

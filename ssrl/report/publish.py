@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ssrl.report.io import write_bytes_atomic, write_json_atomic
-from ssrl.report.rescore import FILE_NAME, compare, rescore
+from ssrl.report.rescore import FILE_NAME, compare, predictions_beside, rescore
 
 ROOT = "<PTB-XL root>"  # what a published file says where the data lay
 
@@ -29,7 +29,7 @@ def sources(src: Path, results: dict[str, Any]) -> tuple[Path, Path | None]:
     if src.name == "results.json":
         plot = src.with_name(f"{results['sweep']}.png")
         return src.with_name(FILE_NAME), plot if plot.exists() else None
-    return src.with_name(src.stem + "-predictions.npz"), None
+    return predictions_beside(src), None
 
 
 def publishable(results: dict[str, Any]) -> dict[str, Any]:
@@ -45,16 +45,16 @@ def publish(src: Path, out: Path) -> list[Path]:
     otherwise than the file says."""
     results = json.loads(src.read_text())
     pred, plot = sources(src, results)
-    dests = [out, out.with_name(out.stem + "-predictions.npz")] + ([out.with_suffix(".png")] if plot else [])
+    dests = [out, predictions_beside(out)] + ([out.with_suffix(".png")] if plot else [])
     taken = [str(d) for d in dests if d.exists()]
     if taken:
         raise ValueError(f"{' and '.join(taken)} already there; choose another --out (nothing was overwritten)")
     if not pred.exists():
         raise ValueError(f"{pred} is missing: a published results file goes with the probabilities it was scored from")
     metric, rows = rescore(pred)
-    bad = compare(rows, results, metric)
     if metric != results["metric"]:
         raise ValueError(f"{pred} holds {metric}, {src} reports {results['metric']}: not that run's predictions")
+    bad = compare(rows, results, metric)
     if bad:
         raise ValueError(f"{pred}: {len(bad)} of {len(rows)} trials re-score otherwise than {src} says (first: "
                          f"{bad[0]}); publish the predictions of that run")

@@ -34,6 +34,11 @@ META = ("track", "method", "fraction", "n_labelled", "bn_stats", "seed", "n_labe
 TOLERANCE = 1e-9  # |re-scored - reported|, per seed: the same probabilities through the same sklearn call
 
 
+def predictions_beside(results: Path) -> Path:
+    """Where a published or merged results file NAME.json keeps its probabilities: NAME-predictions.npz beside it."""
+    return results.with_name(results.stem + "-predictions.npz")
+
+
 def write_predictions(path: Path, metric: str, trials: list[dict[str, Any]]) -> Path | None:
     """One compressed file of every trial's test probabilities; None when no trial has any.
 
